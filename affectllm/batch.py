@@ -1,0 +1,103 @@
+"""Resumable, crash-safe JSONL output for batch jobs (predict, eval run, batch textualize).
+
+Each finished item is appended as one JSON line and flushed to disk at once, so an interruption loses at most
+the item in flight. On restart, ids already written (successes *and* recorded failures, unless asked to retry
+failures) are skipped. A truncated last line from a crash is ignored and rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+class ResumableJSONL:
+    """Append-only JSONL keyed by an id field. Records with an ``"error"`` key are failures."""
+
+    def __init__(self, path: str | Path, id_key: str = "id", retry_failed: bool = True) -> None:
+        self.path = Path(path)
+        self.id_key = id_key
+        self.retry_failed = retry_failed
+        self.done: dict[str, dict[str, Any]] = {}
+        self.failed: dict[str, dict[str, Any]] = {}
+        self._load()
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        good_lines: list[str] = []
+        damaged = False
+        with self.path.open(encoding="utf-8") as fh:
+            for line in fh:
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    # Only a crash mid-write produces this; the item will simply be redone.
+                    damaged = True
+                    continue
+                key = str(record.get(self.id_key))
+                if "error" in record:
+                    self.failed[key] = record
+                else:
+                    self.done[key] = record
+                    self.failed.pop(key, None)
+                good_lines.append(line if line.endswith("\n") else line + "\n")
+        if damaged:
+            tmp = self.path.with_suffix(self.path.suffix + ".tmp")
+            tmp.write_text("".join(good_lines), encoding="utf-8")
+            os.replace(tmp, self.path)
+
+    def should_skip(self, item_id: str) -> bool:
+        item_id = str(item_id)
+        if item_id in self.done:
+            return True
+        return item_id in self.failed and not self.retry_failed
+
+    def pending(self, ids: list[str]) -> list[str]:
+        return [i for i in ids if not self.should_skip(i)]
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.id_key not in record:
+            raise KeyError(f"record has no {self.id_key!r} field")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        key = str(record[self.id_key])
+        if "error" in record:
+            self.failed[key] = record
+        else:
+            self.done[key] = record
+            self.failed.pop(key, None)
+
+    def write_error(self, item_id: str, exc: BaseException, **extra: Any) -> None:
+        """Record a per-item failure (message and the last traceback frame) and keep the batch going."""
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else None
+        self.write({self.id_key: item_id, "error": f"{type(exc).__name__}: {exc}", "where": where, **extra})
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """The latest successful record per id (failures that later succeeded are superseded)."""
+        yield from self.done.values()
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read a JSONL file, naming the file and line on malformed input."""
+    path = Path(path)
+    out = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+    return out

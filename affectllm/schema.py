@@ -1,0 +1,189 @@
+"""The shared vocabulary of every stage: evidence cues, clips and parsed model predictions.
+
+Every stage of the pipeline (textualizers → prompts → backends → parser → metrics/rewards) speaks only in
+these types, so each stage can be tested, cached and swapped on its own.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# The four evidence modalities. Facial action units and scene captions are both *visual* for the
+# rationale metrics, which follow EMER's visual / acoustic / textual split (see COARSE_MODALITY).
+ACOUSTIC = "acoustic"
+FACIAL = "facial"
+SCENE = "visual-scene"
+LINGUISTIC = "linguistic"
+MODALITIES: tuple[str, ...] = (ACOUSTIC, FACIAL, SCENE, LINGUISTIC)
+
+COARSE_MODALITY: dict[str, str] = {
+    ACOUSTIC: "acoustic",
+    FACIAL: "visual",
+    SCENE: "visual",
+    LINGUISTIC: "textual",
+}
+
+# Short prefixes used to give each rendered cue a stable citation id (A1, F3, S2, L1).
+CUE_ID_PREFIX: dict[str, str] = {ACOUSTIC: "A", FACIAL: "F", SCENE: "S", LINGUISTIC: "L"}
+
+# Aliases accepted wherever a user names a modality (CLI flags, YAML, model output).
+MODALITY_ALIASES: dict[str, str] = {
+    "acoustic": ACOUSTIC,
+    "audio": ACOUSTIC,
+    "speech": ACOUSTIC,
+    "prosody": ACOUSTIC,
+    "vocal": ACOUSTIC,
+    "facial": FACIAL,
+    "face": FACIAL,
+    "au": FACIAL,
+    "visual": FACIAL,
+    "visual-scene": SCENE,
+    "scene": SCENE,
+    "caption": SCENE,
+    "captions": SCENE,
+    "linguistic": LINGUISTIC,
+    "text": LINGUISTIC,
+    "textual": LINGUISTIC,
+    "transcript": LINGUISTIC,
+    "asr": LINGUISTIC,
+    "lexical": LINGUISTIC,
+}
+
+
+def normalize_modality(name: str) -> str:
+    """Map a user- or model-supplied modality name onto one of MODALITIES; raise on unknown names."""
+    key = name.strip().lower()
+    if key not in MODALITY_ALIASES:
+        raise ValueError(f"unknown modality {name!r}; expected one of {sorted(set(MODALITY_ALIASES))}")
+    return MODALITY_ALIASES[key]
+
+
+def _clean_number(x: Any) -> Any:
+    # JSON has no NaN/inf; an extractor that produced one has no value to report.
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+@dataclass
+class Cue:
+    """One named, time-stamped piece of evidence.
+
+    ``value``/``unit`` hold the measurement (e.g. 245.0 "Hz"), ``band`` its interpretation relative to a
+    baseline ("high", "C" for FACS intensity), ``detail`` a short human-readable phrase the renderer shows
+    (e.g. "high and rising (mean 245 Hz, +1.8 SD vs speaker)"). ``start``/``end`` are seconds into the clip,
+    ``None`` when the cue spans the whole clip.
+    """
+
+    modality: str
+    name: str
+    value: float | str | None = None
+    unit: str | None = None
+    band: str | None = None
+    start: float | None = None
+    end: float | None = None
+    source: str | None = None
+    confidence: float | None = None
+    detail: str | None = None
+
+    def __post_init__(self) -> None:
+        self.modality = normalize_modality(self.modality)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _clean_number(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Cue:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown cue fields: {sorted(unknown)}")
+        return cls(**data)
+
+
+@dataclass
+class Clip:
+    """A clip and the evidence extracted from it."""
+
+    clip_id: str
+    cues: list[Cue] = field(default_factory=list)
+    media: str | None = None
+    transcript: str | None = None
+    duration: float | None = None
+    # Per-extractor problems that did not stop the clip (e.g. "face: no AU columns in x.csv").
+    warnings: list[str] = field(default_factory=list)
+
+    def by_modality(self, *modalities: str) -> list[Cue]:
+        wanted = {normalize_modality(m) for m in modalities}
+        return [c for c in self.cues if c.modality in wanted]
+
+    def without(self, *modalities: str) -> Clip:
+        """The same clip with the named modalities' cues removed (used for modality ablation)."""
+        dropped = {normalize_modality(m) for m in modalities}
+        kept = [c for c in self.cues if c.modality not in dropped]
+        transcript = None if LINGUISTIC in dropped else self.transcript
+        return Clip(self.clip_id, kept, self.media, transcript, self.duration, list(self.warnings))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "clip": self.clip_id,
+            "media": self.media,
+            "transcript": self.transcript,
+            "duration": _clean_number(self.duration),
+            "cues": [c.to_dict() for c in self.cues],
+            "warnings": list(self.warnings),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Clip:
+        return cls(
+            clip_id=str(data["clip"]),
+            cues=[Cue.from_dict(c) for c in data.get("cues", [])],
+            media=data.get("media"),
+            transcript=data.get("transcript"),
+            duration=data.get("duration"),
+            warnings=list(data.get("warnings", [])),
+        )
+
+
+@dataclass
+class RationaleItem:
+    """One piece of evidence a model cites for its answer."""
+
+    cue: str
+    modality: str | None = None
+    time: str | None = None
+    cue_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Prediction:
+    """What the parser recovers from one model answer. Never raises on model text: ``format_ok`` says
+    whether the answer followed the contract, ``errors`` what was repaired or missing."""
+
+    emotions: list[str] = field(default_factory=list)
+    rationale: list[RationaleItem] = field(default_factory=list)
+    answer: str = ""
+    confidence: float | None = None
+    raw: str = ""
+    format_ok: bool = False
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self, include_raw: bool = False) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "emotions": list(self.emotions),
+            "rationale": [r.to_dict() for r in self.rationale],
+            "answer": self.answer,
+            "confidence": self.confidence,
+            "format_ok": self.format_ok,
+        }
+        if self.errors:
+            out["errors"] = list(self.errors)
+        if include_raw:
+            out["raw"] = self.raw
+        return out
