@@ -29,3 +29,19 @@ def shared_data() -> Path:
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     # Keep per-clip caches of one test out of the next; assembled models are shared via a session dir.
     monkeypatch.setenv("AFFECTLLM_CACHE", str(tmp_path_factory.getbasetemp() / "affectllm-cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Gemma-3-style causal LM with a locally trained tokenizer (tests/tiny_models.py)."""
+    from tiny_models import build_tiny_causal_lm
+
+    return build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-lm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_vlm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random LLaVA-class vision-language model with its processor (tests/tiny_models.py)."""
+    from tiny_models import build_tiny_vlm
+
+    return build_tiny_vlm(tmp_path_factory.mktemp("tiny-vlm"))

@@ -22,6 +22,73 @@ class GenerationConfig:
     stop: list[str] = field(default_factory=list)
     # A JSON schema the answer must follow, for backends that can constrain decoding (vLLM, OpenAI).
     json_schema: dict[str, Any] | None = None
+    repetition_penalty: float | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+def text_of(content: Any) -> str:
+    """The text of a message's content, whether a string or a list of parts (non-text parts dropped)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "\n".join(
+        str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text"
+    )
+
+
+def text_only(messages: Sequence[Message]) -> list[Message]:
+    """Messages with every content flattened to text, for text-only backbones."""
+    return [{**m, "content": text_of(m.get("content"))} for m in messages]
+
+
+def has_media(messages: Sequence[Message]) -> bool:
+    return any(
+        isinstance(m.get("content"), list) and any(p.get("type") in ("image", "audio") for p in m["content"])
+        for m in messages
+    )
+
+
+class StopTrimmer:
+    """Applies stop strings to streamed text: yields only text that cannot be the start of a stop string,
+    and ends at the first stop (engines without native stop strings behave like those with them)."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.buffer = ""
+        self.done = False
+
+    def feed(self, piece: str) -> str:
+        if self.done:
+            return ""
+        self.buffer += piece
+        cut = min((i for i in (self.buffer.find(s) for s in self.stops) if i != -1), default=-1)
+        if cut != -1:
+            out, self.buffer, self.done = self.buffer[:cut], "", True
+            return out
+        # Hold back the longest suffix that is a prefix of some stop string.
+        hold = 0
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(self.buffer)), 0, -1):
+                if self.buffer.endswith(s[:k]):
+                    hold = max(hold, k)
+                    break
+        out = self.buffer[: len(self.buffer) - hold]
+        self.buffer = self.buffer[len(out) :]
+        return out
+
+    def flush(self) -> str:
+        out, self.buffer = ("" if self.done else self.buffer), ""
+        return out
+
+
+def apply_stops(text: str, stops: Sequence[str]) -> str:
+    """Cut ``text`` at the first stop string (the stop itself is dropped, as OpenAI-style engines do)."""
+    trimmer = StopTrimmer(stops)
+    return trimmer.feed(text) + trimmer.flush()
 
 
 class Backend(abc.ABC):
@@ -29,6 +96,8 @@ class Backend(abc.ABC):
     pieces as they are decoded (backends that cannot stream yield the whole answer once)."""
 
     name: str = "base"
+    #: what was loaded (a path, hub id or served model name), for reports
+    model_id: str = ""
     #: whether messages may carry image/audio parts (text-only backbones get the cue text alone)
     supports_images: bool = False
     supports_audio: bool = False
@@ -40,7 +109,7 @@ class Backend(abc.ABC):
     def stream(self, messages: Sequence[Message], config: GenerationConfig) -> Iterator[str]:
         yield self.generate([messages], config)[0]
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook; most backends have something to release
         """Release model memory / connections."""
 
     def __enter__(self) -> Backend:

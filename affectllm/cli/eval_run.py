@@ -1,9 +1,197 @@
-"""Placeholder for `affectllm run` (being written; replace this whole file)."""
+"""``affectllm eval run --task NAME --data-dir DIR``: run one benchmark task and write a scored, plotted report.
+
+OUT gets ``predictions.jsonl`` (resumable, one record per sample, failures recorded), ``metrics.json`` (the same
+top-level keys as ``affectllm eval ov`` for open-vocabulary tasks, plus every metric of the task), ``report.md``
+and PNG plots. A held-out test split runs only with ``--final`` and is marked as such in metrics.json and the
+report. ``--list`` shows the available tasks.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from affectllm.errors import InputError
+
+BACKEND_CHOICES = ("transformers", "llamacpp", "vllm", "openai")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    subparsers.add_parser("run", help="(not yet available)")
+    parser = subparsers.add_parser(
+        "run",
+        help="run a benchmark task (eval/*.yaml) with a model and write predictions, metrics and a report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--task", help="task name (see --list) or the path of a task YAML")
+    parser.add_argument("--list", action="store_true", help="list the available tasks and exit")
+    parser.add_argument("--data-dir", help="folder with the dataset's upstream files (see data_cards/)")
+    parser.add_argument("--split", help="split to run (default: the task's, a dev split)")
+    parser.add_argument(
+        "--final", action="store_true", help="allow a held-out test split (final reports only)"
+    )
+    parser.add_argument("--output-dir", "-o", help="output folder (default: runs/<task>-<split>)")
+    parser.add_argument(
+        "--tasks-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="extra folder of task YAMLs (repeatable; also $AFFECTLLM_TASKS_PATH)",
+    )
+    parser.add_argument("--limit", type=int, help="only the first N samples (quick checks)")
+    parser.add_argument(
+        "--ablate-modalities",
+        action="store_true",
+        help="re-run the samples with each modality's cues removed and report the deltas",
+    )
+    parser.add_argument(
+        "--cues", help="precomputed cues: JSONL of `affectllm textualize --json` records by clip id"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=8, help="conversations per backend call (default 8)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="discard earlier results in the output folder"
+    )
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--backend", choices=BACKEND_CHOICES, help="default: llamacpp if installed, else transformers"
+    )
+    model.add_argument("--model", help="model dir, hub id, .gguf file, or served model name (openai)")
+    model.add_argument("--adapter", help="a LoRA adapter (PEFT folder; LoRA .gguf for llamacpp)")
+    model.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    model.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env variable holding the API key")
+    model.add_argument(
+        "--few-shot", dest="few_shot", action="store_true", default=None, help="prepend examples"
+    )
+    model.add_argument("--no-few-shot", dest="few_shot", action="store_false", help="never prepend examples")
+    model.add_argument("--max-tokens", type=int, help="override the task's max_new_tokens")
+    model.add_argument("--temperature", type=float, help="override the task's temperature")
+    parser.set_defaults(func=run)
+
+
+def _list(args: argparse.Namespace) -> int:
+    from affectllm.tasks import list_tasks, load_task
+
+    for name, path in sorted(list_tasks(args.tasks_dir or None).items()):
+        try:
+            task = load_task(str(path))
+            print(f"{name:32s} {task.dataset}/{task.split:5s} {task.description}")
+        except InputError as exc:
+            print(f"{name:32s} INVALID: {exc}")
+    return 0
+
+
+def build_reasoner(task: Any, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """An EmotionReasoner configured from the task (prompt, labels, cues shown) and the model options."""
+    from affectllm.reasoner import load_reasoner
+    from affectllm.tasks import generation_config
+
+    if args.base_url and args.backend not in (None, "openai"):
+        raise InputError(None, f"--base-url needs --backend openai (got --backend {args.backend})")
+    backend = "openai" if args.base_url and args.backend is None else args.backend
+    generation = generation_config(task, {"max_new_tokens": args.max_tokens, "temperature": args.temperature})
+    few_shot = args.few_shot if args.few_shot is not None else task.few_shot
+    reasoner = load_reasoner(
+        backend=backend,
+        model=args.model,
+        adapter=args.adapter,
+        base_url=args.base_url,
+        api_key_env=args.api_key_env,
+        task=task.prompt_task,
+        generation=generation,
+        few_shot=few_shot,
+        labels=task.labels if task.prompt_task == "closed" else None,
+        modalities=task.modalities,
+        max_cue_tokens=task.max_cue_tokens,
+    )
+    reasoner.template = task.template
+    if not task.parser_labels and reasoner.labels:
+        from affectllm.parsing import parse_answer
+
+        # The prompt shows the label set, but the parser keeps the model's own word (no snapping).
+        reasoner.parse = lambda text, clip=None: parse_answer(text, clip=clip, labels=None)
+    loaded = reasoner.backend
+    identity = {
+        "backend": getattr(loaded, "name", backend),
+        "model": str(getattr(loaded, "model_name", None) or getattr(loaded, "model", None) or args.model),
+        "adapter": args.adapter
+        or (str(getattr(loaded, "adapter", None)) if getattr(loaded, "adapter", None) else None),
+        "few_shot": reasoner.few_shot,
+        "max_new_tokens": generation.max_new_tokens,
+        "temperature": generation.temperature,
+    }
+    return reasoner, identity
+
+
+def run(args: argparse.Namespace) -> int:
+    from affectllm.datasets import get_dataset
+    from affectllm.report import write_report
+    from affectllm.tasks import load_task, run_task, task_rows
+
+    if args.list:
+        return _list(args)
+    if not args.task:
+        raise InputError(None, "--task is required (see `affectllm eval run --list`)")
+    if not args.data_dir:
+        raise InputError(None, "--data-dir is required: the folder with the dataset's upstream files")
+    if args.limit is not None and args.limit < 1:
+        raise InputError(None, "--limit must be at least 1")
+    if args.batch_size < 1:
+        raise InputError(None, "--batch-size must be at least 1")
+    task = load_task(args.task, args.tasks_dir or None)
+    split = args.split or task.split
+    spec = get_dataset(task.dataset)
+    if split not in spec.splits:
+        raise InputError(
+            None, f"task {task.name}: dataset {spec.name} has no split {split!r} ({', '.join(spec.splits)})"
+        )
+    if split in spec.test_splits and not args.final:
+        raise InputError(None, f"split {split!r} is a held-out test split: add --final (final reports only)")
+    out = Path(args.output_dir or Path("runs") / f"{task.name}-{split}")
+    # Read the data first: a wrong --data-dir must fail in a second, not after loading a model.
+    rows = task_rows(task, args.data_dir, split, final=args.final, limit=args.limit)
+    reasoner, identity = build_reasoner(task, args)
+
+    def log(message: str) -> None:
+        if not args.quiet:
+            print(message, file=sys.stderr)
+
+    if split in spec.test_splits:
+        log(f"FINAL: evaluating on the held-out test split {split!r}; this is logged in metrics.json")
+    try:
+        result = run_task(
+            task,
+            args.data_dir,
+            out,
+            reasoner,
+            split=split,
+            final=args.final,
+            limit=args.limit,
+            ablate=args.ablate_modalities,
+            batch_size=args.batch_size,
+            cues_path=args.cues,
+            progress=not args.quiet and sys.stderr.isatty(),
+            identity=identity,
+            overwrite=args.overwrite,
+            log=log,
+            rows=rows,
+        )
+    finally:
+        close = getattr(reasoner.backend, "close", None)
+        if close is not None:
+            close()
+    report = write_report(out, result.metrics, plots=not args.no_plots)
+    primary = result.metrics["primary"]
+    value = primary["value"]
+    shown = f"{value:.4f}" if isinstance(value, (int, float)) else str(value)
+    print(
+        f"{task.name} [{split}] {primary['metric']} {primary['key']} = {shown}  "
+        f"(n={result.n_samples}, errors={result.n_errors})"
+    )
+    print(f"wrote {out / 'predictions.jsonl'}, {out / 'metrics.json'}, {report}")
+    return 0

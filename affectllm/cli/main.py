@@ -53,6 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("affectllm: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `affectllm ... | head` closed the pipe: not an error. Point stdout at devnull so the interpreter's
+        # final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,138 @@
+"""llama.cpp backend (llama-cpp-python): GGUF models on a CPU, an optional GGUF LoRA adapter, streaming.
+
+The prompt is rendered here, not by llama-cpp-python's chat handlers, so the llama.cpp and transformers paths
+feed the model the same text: the GGUF's own chat template when it has one, Gemma's turn format for Gemma
+GGUFs without one (the embedded base model), else the plain fallback of ``build_prompt_text``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from affectllm.backends.base import Backend, GenerationConfig, Message, text_only
+from affectllm.errors import InputError, require
+
+
+class LlamaCppBackend(Backend):
+    """``model``: a ``.gguf`` path (``None``: the embedded Gemma 3 270M); ``adapter``: a LoRA adapter in GGUF
+    form; ``n_ctx``: context window; ``n_threads``: CPU threads (default: all cores); ``n_gpu_layers``: layers
+    offloaded to a GPU build."""
+
+    name = "llamacpp"
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        adapter: str | Path | None = None,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+        chat_template: str | None = None,
+        seed: int = 0,
+        verbose: bool = False,
+        **_: Any,
+    ) -> None:
+        from affectllm import models
+
+        llama_cpp = require("llama_cpp", "llamacpp", "The llama.cpp backend")
+        if models.is_default_model(model) and adapter is None:
+            adapter = models.default_adapter("llamacpp")
+        if adapter is not None and str(adapter).lower() in ("none", ""):
+            adapter = None
+        path = models.resolve_model("llamacpp", None if model is None else str(model))
+        if not Path(path).is_file():
+            raise InputError(path, "GGUF model file not found")
+        if adapter is not None and not Path(adapter).is_file():
+            raise InputError(
+                adapter, "llama.cpp needs the LoRA adapter as one GGUF file (convert_lora_to_gguf.py)"
+            )
+        self.model_id = path
+        self.adapter = None if adapter is None else str(adapter)
+        kwargs: dict[str, Any] = {
+            "model_path": path,
+            "n_ctx": int(n_ctx),
+            "n_threads": n_threads or os.cpu_count(),
+            "n_gpu_layers": int(n_gpu_layers),
+            "seed": int(seed),
+            "verbose": verbose,
+        }
+        if self.adapter:
+            kwargs["lora_path"] = self.adapter
+        try:
+            self.llm = llama_cpp.Llama(**kwargs)
+        except ValueError as exc:  # llama-cpp-python reports unreadable models as ValueError
+            raise InputError(path, f"llama.cpp could not load the model: {exc}") from exc
+        self.chat_template = chat_template or self._template_from_metadata()
+
+    def _template_from_metadata(self) -> str | None:
+        from affectllm.models import GEMMA_CHAT_TEMPLATE
+
+        meta = getattr(self.llm, "metadata", {}) or {}
+        if meta.get("tokenizer.chat_template"):
+            return meta["tokenizer.chat_template"]
+        if str(meta.get("general.architecture", "")).startswith("gemma"):
+            return GEMMA_CHAT_TEMPLATE
+        return None
+
+    def prompt_text(self, messages: Sequence[Message]) -> str:
+        """The exact prompt string fed to llama.cpp."""
+        from affectllm.prompting import build_prompt_text
+
+        plain = text_only(messages)
+        if not self.chat_template:
+            return build_prompt_text(plain)
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+
+        def raise_exception(message: str) -> None:
+            raise ValueError(message)
+
+        env.globals["raise_exception"] = raise_exception
+        # BOS is added by llama.cpp's tokenizer; rendering it as text too would double it.
+        return env.from_string(self.chat_template).render(
+            messages=plain, add_generation_prompt=True, bos_token="", eos_token=""
+        )
+
+    def _params(self, config: GenerationConfig) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "max_tokens": config.max_new_tokens,
+            "temperature": max(0.0, config.temperature),
+            "top_p": config.top_p,
+            "stop": list(config.stop) or None,
+        }
+        if config.top_k:
+            params["top_k"] = config.top_k
+        elif config.greedy:
+            params["top_k"] = 1
+        if config.repetition_penalty:
+            params["repeat_penalty"] = config.repetition_penalty
+        if config.seed is not None:
+            params["seed"] = int(config.seed)
+        return params
+
+    def generate(self, batch: Sequence[Sequence[Message]], config: GenerationConfig) -> list[str]:
+        # llama-cpp-python decodes one sequence at a time; prompts sharing the few-shot prefix reuse its KV
+        # cache between calls (llama.cpp keeps the longest common prefix).
+        out = []
+        for messages in batch:
+            result = self.llm.create_completion(self.prompt_text(messages), **self._params(config))
+            out.append(result["choices"][0]["text"])
+        return out
+
+    def stream(self, messages: Sequence[Message], config: GenerationConfig) -> Iterator[str]:
+        for chunk in self.llm.create_completion(
+            self.prompt_text(messages), stream=True, **self._params(config)
+        ):
+            piece = chunk["choices"][0].get("text") or ""
+            if piece:
+                yield piece
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None and hasattr(llm, "close"):
+            llm.close()
+        self.llm = None

@@ -1,0 +1,123 @@
+"""vLLM's offline engine: batched generation, LoRA adapters through ``LoRARequest``, JSON-schema constrained
+decoding, and images/audio for multimodal backbones. Imported only when chosen (vLLM needs a GPU build, or
+the separate CPU build in its own virtual environment)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from affectllm.backends.base import Backend, GenerationConfig, Message
+from affectllm.backends.media_parts import openai_messages
+from affectllm.errors import InputError, require
+
+
+class VLLMBackend(Backend):
+    """``model``: a model directory or hub id (``None``: the embedded Gemma 3 270M rebuilt for transformers);
+    ``adapter``: a PEFT LoRA directory served through ``LoRARequest``; ``max_lora_rank``: the largest adapter
+    rank; ``images``/``audio``: the most images/audio items one prompt may carry (0 disables the kind);
+    other keyword arguments (``gpu_memory_utilization``, ``max_model_len``, ``dtype``, ``tensor_parallel_size``,
+    ...) go to ``vllm.LLM``."""
+
+    name = "vllm"
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        adapter: str | Path | None = None,
+        max_lora_rank: int = 64,
+        images: int = 0,
+        audio: int = 0,
+        chat_template: str | None = None,
+        seed: int = 0,
+        trust_remote_code: bool = False,
+        **engine_options: Any,
+    ) -> None:
+        from affectllm import models
+
+        vllm = require("vllm", "vllm", "The vLLM backend")
+        self._vllm = vllm
+        if models.is_default_model(model) and adapter is None:
+            adapter = models.default_adapter("vllm")
+        if adapter is not None and str(adapter).lower() in ("none", ""):
+            adapter = None
+        path = models.resolve_model("vllm", None if model is None else str(model))
+        self.model_id = path
+        self.adapter = None if adapter is None else str(adapter)
+        if self.adapter and not Path(self.adapter, "adapter_config.json").is_file():
+            raise InputError(self.adapter, "not a PEFT LoRA adapter directory (no adapter_config.json)")
+        # Options other backends take that vLLM's engine does not.
+        for key in ("base_url", "api_key_env", "device", "load_in_4bit", "batch_size", "n_ctx", "n_threads"):
+            engine_options.pop(key, None)
+        kwargs: dict[str, Any] = {"model": path, "seed": int(seed), "trust_remote_code": trust_remote_code}
+        if self.adapter:
+            kwargs.update(enable_lora=True, max_lora_rank=int(max_lora_rank), max_loras=1)
+        limits = {k: int(v) for k, v in (("image", images), ("audio", audio)) if v}
+        if limits:
+            kwargs["limit_mm_per_prompt"] = limits
+        kwargs.update(engine_options)
+        self.llm = vllm.LLM(**kwargs)
+        self.supports_images = bool(images)
+        self.supports_audio = bool(audio)
+        self.chat_template = chat_template
+        self._lora = None
+        if self.adapter:
+            from vllm.lora.request import LoRARequest
+
+            self._lora = LoRARequest(Path(self.adapter).name or "adapter", 1, self.adapter)
+
+    def sampling_params(self, config: GenerationConfig) -> Any:
+        kwargs: dict[str, Any] = {
+            "max_tokens": config.max_new_tokens,
+            "temperature": max(0.0, config.temperature),
+            "top_p": config.top_p,
+            "stop": list(config.stop) or None,
+            "seed": config.seed,
+        }
+        if config.top_k:
+            kwargs["top_k"] = config.top_k
+        if config.repetition_penalty:
+            kwargs["repetition_penalty"] = config.repetition_penalty
+        if config.json_schema:
+            kwargs.update(_structured_json(config.json_schema))
+        return self._vllm.SamplingParams(**kwargs)
+
+    def generate(self, batch: Sequence[Sequence[Message]], config: GenerationConfig) -> list[str]:
+        conversations = [openai_messages(m, self.supports_images, self.supports_audio) for m in batch]
+        outputs = self.llm.chat(
+            conversations,
+            sampling_params=self.sampling_params(config),
+            lora_request=self._lora,
+            chat_template=self.chat_template,
+            add_generation_prompt=True,
+            use_tqdm=False,
+        )
+        return [o.outputs[0].text for o in outputs]
+
+    def close(self) -> None:
+        self.llm = None
+        try:
+            import gc
+
+            import torch
+
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+
+def _structured_json(schema: dict[str, Any]) -> dict[str, Any]:
+    """SamplingParams arguments that constrain output to ``schema``, for the installed vLLM version:
+    ``structured_outputs=StructuredOutputsParams(json=...)`` (v0.11+; the only form since v0.12), else the
+    older ``guided_decoding=GuidedDecodingParams(json=...)``."""
+    try:
+        from vllm.sampling_params import StructuredOutputsParams
+
+        return {"structured_outputs": StructuredOutputsParams(json=schema)}
+    except ImportError:
+        from vllm.sampling_params import GuidedDecodingParams
+
+        return {"guided_decoding": GuidedDecodingParams(json=schema)}

@@ -1,0 +1,273 @@
+"""Dataset converters: upstream files (exactly as each ``data_cards/*.md`` describes) → clip-manifest rows.
+
+``load_dataset_rows(name, data_dir, split)`` returns a list of dicts, one per clip/utterance, with at least::
+
+    {"id", "transcript", "labels": [...], "label": str | None, "context": [{"speaker", "text"}],
+     "media": path | None, "au_csv": path | None, "rationale": str | None, "speaker", "dataset", "split", "source"}
+
+plus dataset-specific extras (sentiment, valence, sex, ...). ``eval run`` and the training data builders use the
+same rows. A held-out test split is returned only with ``final=True``: model selection must never see it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from affectllm.datasets import friends, goemotions, mer, speech
+from affectllm.datasets._common import check_data_dir, fix_text, make_row, read_table, read_text_file
+from affectllm.errors import InputError
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered converter: its splits, which of them are held-out test sets, and its closed label set."""
+
+    name: str
+    loader: Callable[..., list[dict[str, Any]]]
+    splits: tuple[str, ...]
+    test_splits: tuple[str, ...] = ()
+    labels: tuple[str, ...] | None = None
+    card: str = ""
+    description: str = ""
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+def _manifest(data_dir: Path, split: str, **_: Any) -> list[dict[str, Any]]:
+    """A user's own clip manifest: ``{split}.jsonl`` (one row object per line) or ``{split}.csv``
+    (columns id, transcript, labels and optionally label, media, au_csv, rationale, speaker)."""
+    jsonl, csv_path = data_dir / f"{split}.jsonl", data_dir / f"{split}.csv"
+    raw: list[tuple[str, dict[str, Any]]] = []
+    if jsonl.is_file():
+        for lineno, line in enumerate(read_text_file(jsonl).splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(jsonl, f"not valid JSON ({exc.msg})", line=lineno) from None
+            if not isinstance(obj, dict):
+                raise InputError(jsonl, "each line must be a JSON object", line=lineno)
+            raw.append((f"{jsonl.name}:{lineno}", obj))
+    elif csv_path.is_file():
+        for lineno, row in read_table(csv_path, required=("id",)):
+            raw.append((f"{csv_path.name}:{lineno}", dict(row)))
+    else:
+        raise InputError(data_dir, f"manifest not found: expected {split}.jsonl or {split}.csv")
+    rows = []
+    for source, obj in raw:
+        path, _, line = source.rpartition(":")
+        if not str(obj.get("id") or "").strip():
+            raise InputError(data_dir / path, "row has no id", line=int(line))
+        labels = obj.get("labels")
+        if isinstance(labels, str):
+            labels = mer.parse_label_cell(labels, data_dir / path, int(line))
+        labels = [str(x) for x in (labels or ([obj["label"]] if obj.get("label") else []))]
+        known = {"id", "transcript", "labels", "label", "context", "media", "au_csv", "rationale", "speaker"}
+        extra = {k: v for k, v in obj.items() if k not in known and k not in ("dataset", "split", "source")}
+        media = obj.get("media") or None
+        if media and not Path(media).is_absolute():
+            media = str(data_dir / media)  # relative media paths are relative to the manifest folder
+        au_csv = obj.get("au_csv") or None
+        if au_csv and not Path(au_csv).is_absolute():
+            au_csv = str(data_dir / au_csv)
+        context = obj.get("context") or []
+        if isinstance(context, str):
+            context = json.loads(context) if context.strip().startswith("[") else []
+        rows.append(
+            make_row(
+                str(obj["id"]).strip(),
+                transcript=fix_text(obj.get("transcript")),
+                labels=labels,
+                label=obj.get("label") or (labels[0] if len(labels) == 1 else None),
+                context=context,
+                media=media,
+                au_csv=au_csv,
+                rationale=obj.get("rationale") or None,
+                speaker=obj.get("speaker") or None,
+                dataset="manifest",
+                split=split,
+                source=source,
+                **extra,
+            )
+        )
+    return rows
+
+
+DATASETS: dict[str, DatasetSpec] = {}
+
+
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    DATASETS[spec.name] = spec
+    return spec
+
+
+for _spec in (
+    DatasetSpec(
+        "ovmerd",
+        mer.load_ovmerd,
+        splits=("dev", "test", "all"),
+        test_splits=("test", "all"),
+        card="ovmerd.md",
+        description="OV-MERD open-vocabulary gold (332 MER2023 clips) + English subtitles",
+    ),
+    DatasetSpec(
+        "emer",
+        mer.load_emer,
+        splits=("dev", "test", "all"),
+        test_splits=("test", "all"),
+        card="emer.md",
+        description="EMER cue-level emotion descriptions (version=v1|v2)",
+        defaults={"version": "v2"},
+    ),
+    DatasetSpec(
+        "mer2023",
+        mer.load_mer2023,
+        splits=("train", "dev", "test1", "test2", "test3"),
+        test_splits=("test1", "test2", "test3"),
+        labels=mer.MER2023_LABELS,
+        card="mer2023.md",
+        description="MER2023 6-way discrete emotions with subtitles",
+    ),
+    DatasetSpec(
+        "meld",
+        friends.load_meld,
+        splits=("train", "dev", "test"),
+        test_splits=("test",),
+        labels=friends.MELD_LABELS,
+        card="meld.md",
+        description="MELD (Friends) utterances, 7 emotions, dialogue context",
+    ),
+    DatasetSpec(
+        "emorynlp",
+        friends.load_emorynlp,
+        splits=("train", "dev", "test"),
+        test_splits=("test",),
+        labels=friends.EMORYNLP_LABELS,
+        card="emorynlp.md",
+        description="EmoryNLP (Friends) utterances, 7 feeling-wheel emotions, scene context",
+    ),
+    DatasetSpec(
+        "goemotions",
+        goemotions.load_goemotions,
+        splits=("train", "dev", "test"),
+        test_splits=("test",),
+        card="goemotions.md",
+        description="GoEmotions Reddit comments, 27 emotions + neutral, multi-label",
+    ),
+    DatasetSpec(
+        "emodb",
+        speech.load_emodb,
+        splits=("all",),
+        labels=speech.EMODB_LABELS,
+        card="emodb.md",
+        description="Berlin EmoDB acted German speech, 7 emotions",
+    ),
+    DatasetSpec(
+        "ravdess",
+        speech.load_ravdess,
+        splits=("all",),
+        labels=speech.RAVDESS_LABELS,
+        card="ravdess.md",
+        description="RAVDESS acted English speech, 8 emotions",
+    ),
+    DatasetSpec(
+        "cremad",
+        speech.load_cremad,
+        splits=("all",),
+        labels=speech.CREMAD_LABELS,
+        card="crema-d.md",
+        description="CREMA-D acted English speech, 6 emotions",
+    ),
+    DatasetSpec(
+        "manifest",
+        _manifest,
+        splits=("train", "dev", "test"),
+        test_splits=("test",),
+        description="your own clip manifest: {split}.jsonl or {split}.csv",
+    ),
+):
+    register_dataset(_spec)
+
+
+def available_datasets() -> list[str]:
+    return sorted(DATASETS)
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise InputError(None, f"unknown dataset {name!r}; known datasets: {', '.join(available_datasets())}")
+    return DATASETS[name]
+
+
+def _exclusions(exclude_ids: Iterable[str] | str | Path | None) -> set[str]:
+    if exclude_ids is None:
+        return set()
+    if isinstance(exclude_ids, (str, Path)):
+        path = Path(exclude_ids)
+        if not path.is_file():
+            raise InputError(path, "exclude_ids file not found")
+        if path.suffix.lower() == ".csv":
+            table = read_table(path, required=("name",), aliases={"name": ("id", "names")})
+            return {row["name"].strip() for _, row in table}
+        return {line.strip() for line in read_text_file(path).splitlines() if line.strip()}
+    return {str(x) for x in exclude_ids}
+
+
+def load_dataset_rows(
+    name: str,
+    data_dir: str | Path,
+    split: str = "dev",
+    final: bool = False,
+    limit: int | None = None,
+    exclude_ids: Iterable[str] | str | Path | None = None,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """Convert one split of a dataset's upstream files into clip-manifest rows.
+
+    ``final=True`` is required for held-out test splits (and for splits that contain them, such as OV-MERD's
+    ``all``). ``exclude_ids`` (ids, or a .txt/.csv file of them) drops rows, e.g. the OV-MERD clips when
+    training on MER2023. ``options`` go to the converter (``context_turns``, ``taxonomy``, ``version``, ...).
+    Ids are checked to be unique, because resumable outputs are keyed by them.
+    """
+    spec = get_dataset(name)
+    if split not in spec.splits:
+        raise InputError(
+            None, f"dataset {name!r} has no split {split!r}; choose one of {', '.join(spec.splits)}"
+        )
+    if split in spec.test_splits and not final:
+        raise InputError(
+            None,
+            f"split {split!r} of {name!r} is a held-out test set; pass final=True (--final) only for the final "
+            "report, never for model selection",
+        )
+    folder = check_data_dir(data_dir)
+    kwargs = {**spec.defaults, **options}
+    rows = spec.loader(folder, split, **kwargs)
+    excluded = _exclusions(exclude_ids)
+    if excluded:
+        rows = [r for r in rows if r["id"] not in excluded]
+    seen: dict[str, str] = {}
+    for row in rows:
+        if row["id"] in seen:
+            raise InputError(folder, f"duplicate id {row['id']!r} ({seen[row['id']]} and {row['source']})")
+        seen[row["id"]] = row["source"]
+    if not rows:
+        raise InputError(folder, f"no rows for split {split!r} of {name!r}")
+    if limit is not None:
+        rows = rows[: max(0, int(limit))]
+    return rows
+
+
+__all__ = [
+    "DATASETS",
+    "DatasetSpec",
+    "available_datasets",
+    "fix_text",
+    "get_dataset",
+    "load_dataset_rows",
+    "register_dataset",
+]

@@ -1,0 +1,273 @@
+"""Closed-set emotion metrics (accuracy, weighted/macro F1, UAR, confusion matrix) and the MER-UniBench
+hit rate of open-vocabulary predictions against one-hot gold labels.
+
+Everything is plain numpy over integer class ids; scikit-learn is only used by the tests, to check the numbers.
+
+Conventions (the same as scikit-learn with ``labels=`` set to the label order, see ``closed_set_scores``):
+
+- The label order is ``labels`` when given, else the sorted set of gold labels. Gold labels must be in it.
+- A prediction outside the label order is simply wrong: it lowers the gold class's recall and no class's
+  precision, and the confusion matrix shows it in a trailing ``(other)`` column.
+- Macro F1 and UAR average over the classes of the label order that occur in the gold labels (a class with
+  no gold sample has no recall, so it cannot enter an unweighted average recall); weighted F1 weights each
+  class's F1 by its gold support. Per-class precision with no predictions of the class is 0.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from affectllm.metrics import MetricSpec, register_metric
+
+OTHER = "(other)"
+
+#: Word-form variants folded onto each other. Only inflections of the *same* word (noun ↔ adjective ↔
+#: participle), never different emotions: "joy" is not folded onto "happy", nor "fear" onto "worried".
+#: A label is only rewritten when it is not in the label order and exactly one of its forms is.
+WORD_FORM_GROUPS: tuple[frozenset[str], ...] = tuple(
+    frozenset(group)
+    for group in (
+        {"anger", "angry", "angered"},
+        {"happy", "happiness"},
+        {"sad", "sadness"},
+        {"surprise", "surprised"},
+        {"fear", "fearful", "feared"},
+        {"disgust", "disgusted"},
+        {"neutral", "neutrality"},
+        {"worried", "worry", "worries"},
+        {"frustrated", "frustration"},
+        {"excited", "excitement"},
+        {"contempt", "contemptuous"},
+        {"calm", "calmness"},
+        {"anxious", "anxiety"},
+        {"joy", "joyful"},
+    )
+)
+_FORMS: dict[str, frozenset[str]] = {word: group for group in WORD_FORM_GROUPS for word in group}
+_SPACES = re.compile(r"\s+")
+# Quotes, brackets and sentence punctuation that models and spreadsheets leave around a label.
+_EDGE_PUNCT = "\"'`[](){}<>.,;:!?*"
+
+
+def normalize_label(label: str) -> str:
+    """Case- and whitespace-insensitive form of a label: ``"  Happy. "`` → ``"happy"``."""
+    return _SPACES.sub(" ", str(label).strip().strip(_EDGE_PUNCT).strip()).lower()
+
+
+def canonical_label(label: str, label_order: Sequence[str], fold_word_forms: bool = True) -> str:
+    """``label`` normalised, and folded onto the one word form in ``label_order`` if it is not itself there."""
+    norm = normalize_label(label)
+    if norm in label_order or not fold_word_forms:
+        return norm
+    matches = [form for form in _FORMS.get(norm, ()) if form in label_order]
+    return matches[0] if len(matches) == 1 else norm
+
+
+def closed_set_scores(
+    gold: Sequence[str],
+    pred: Sequence[str | None],
+    labels: Sequence[str] | None = None,
+    fold_word_forms: bool = True,
+) -> dict[str, Any]:
+    """Accuracy, weighted F1, macro F1, UAR, per-class P/R/F1 and the confusion matrix.
+
+    ``gold`` and ``pred`` are aligned single labels (``None`` in ``pred``: no prediction, scored wrong); labels are normalised (case, whitespace, surrounding
+    punctuation) and, with ``fold_word_forms``, folded between word forms (``"anger"`` → ``"angry"`` when only
+    ``"angry"`` is a class; see ``WORD_FORM_GROUPS``). Raises ``ValueError`` on length mismatch, empty input,
+    or a gold label outside ``labels``.
+
+    The confusion matrix has one row per class of ``label_order`` (gold) and one column per class, plus a last
+    ``(other)`` column when some prediction is outside the label order.
+    """
+    if len(gold) != len(pred):
+        raise ValueError(f"gold has {len(gold)} labels but pred has {len(pred)}")
+    if not gold:
+        raise ValueError("no samples to score")
+    if labels is not None:
+        label_order = list(dict.fromkeys(normalize_label(x) for x in labels))
+        if any(not x for x in label_order):
+            raise ValueError("empty label in the label list")
+    else:
+        label_order = sorted({normalize_label(x) for x in gold})
+    gold_norm = [canonical_label(x, label_order, fold_word_forms) for x in gold]
+    # None (or an empty label) is "no prediction": wrong, counted in the "(other)" column.
+    pred_norm = [
+        None if x is None else canonical_label(x, label_order, fold_word_forms) or None for x in pred
+    ]
+    unknown_gold = sorted(set(gold_norm) - set(label_order))
+    if unknown_gold:
+        raise ValueError(f"gold labels outside the label list: {', '.join(unknown_gold)}")
+
+    index = {label: i for i, label in enumerate(label_order)}
+    k = len(label_order)
+    g = np.fromiter((index[x] for x in gold_norm), dtype=np.intp, count=len(gold_norm))
+    # Out-of-set predictions get the extra id k (the "(other)" column).
+    p = np.fromiter((index.get(x, k) for x in pred_norm), dtype=np.intp, count=len(pred_norm))
+    matrix = np.bincount(g * (k + 1) + p, minlength=k * (k + 1)).reshape(k, k + 1)
+
+    true_pos = np.diag(matrix[:, :k]).astype(np.float64)
+    support = matrix.sum(axis=1).astype(np.float64)  # gold count per class
+    predicted = matrix[:, :k].sum(axis=0).astype(np.float64)  # prediction count per class
+    precision = np.divide(true_pos, predicted, out=np.zeros(k), where=predicted > 0)
+    recall = np.divide(true_pos, support, out=np.zeros(k), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros(k), where=denom > 0)
+    present = support > 0
+
+    n = len(gold_norm)
+    other_count = int(matrix[:, k].sum())
+    show = matrix if other_count else matrix[:, :k]
+    return {
+        "accuracy": float(true_pos.sum() / n),
+        "weighted_f1": float((f1 * support).sum() / support.sum()),
+        "macro_f1": float(f1[present].mean()),
+        "uar": float(recall[present].mean()),
+        "n": n,
+        "labels": label_order,
+        "per_class": {
+            label: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, label in enumerate(label_order)
+        },
+        "confusion_matrix": {
+            "rows": label_order,
+            "columns": label_order + ([OTHER] if other_count else []),
+            "matrix": show.tolist(),
+        },
+        "out_of_set_predictions": other_count,
+        "out_of_set_labels": sorted({x for x in pred_norm if x is not None and x not in index}),
+        "empty_predictions": sum(1 for x in pred_norm if x is None),
+        "classes_without_gold": [label for i, label in enumerate(label_order) if not present[i]],
+    }
+
+
+# --------------------------------------------------------------------------------------------------------
+# MER-UniBench hit rate
+# --------------------------------------------------------------------------------------------------------
+
+WHEELS = ("W1", "W2", "W3", "W4", "W5")
+
+
+def hit_rate(
+    gold_onehot: Mapping[str, str | Sequence[str]],
+    pred: Mapping[str, str | Sequence[str]],
+    version: str = "2025",
+) -> dict[str, Any]:
+    """The MER-UniBench hit rate of open-vocabulary predictions against one-hot gold labels.
+
+    Follows the official ``calculate_openset_onehot_hitrate`` / ``hitrate_metric_calculation``: for each of the
+    5 wheels, gold and predicted labels are parsed by the official list rule and mapped through M3 at level 1
+    (``W{i}-L1``); a sample whose gold maps to nothing is skipped for that wheel; its score is
+    ``|gold ∩ pred|`` over the mapped level-1 words (1 or 0 for one-hot gold, "the gold's level-1 word is among
+    the prediction's"). The hit rate of a wheel is the mean over its scored samples; the reported ``hit_rate``
+    is the mean over the 5 wheels.
+
+    The official code also returns a second score, kept here as ``m_score``: per sample
+    ``|gold ∩ pred| / |pred ∩ candidates|``, where the candidates are the mapped level-1 words of every gold
+    label in the data set (0 when the prediction names none of them) — a precision among the closed label set.
+
+    A gold name with no prediction scores as an empty prediction and is listed in ``missing_predictions``;
+    predictions for names not in the gold are ignored and counted in ``extra_predictions``.
+    """
+    from affectllm.labels import parse_label_list
+    from affectllm.wheel import load_emotion_wheels
+
+    wheels = load_emotion_wheels(version)
+    names = list(gold_onehot)
+    gold_lists = [parse_label_list(_as_label_value(gold_onehot[name])) for name in names]
+    missing = [name for name in names if name not in pred]
+    pred_lists = [parse_label_list(_as_label_value(pred.get(name))) for name in names]
+    # The official code maps the distinct raw gold strings as candidates; for one-hot, lower-case gold (all
+    # MER-UniBench sets) that is the same as the parsed labels used here.
+    candidate_labels = sorted({label for labels in gold_lists for label in labels})
+
+    per_wheel: dict[str, dict[str, Any]] = {}
+    for wheel in WHEELS:
+        variant = f"{wheel}-L1"
+        candidates = wheels.map_ids(candidate_labels, variant)
+        hits: list[int] = []
+        m_scores: list[float] = []
+        for gold_labels, pred_labels in zip(gold_lists, pred_lists, strict=True):
+            gold_ids = wheels.map_ids(gold_labels, variant)
+            if not gold_ids:
+                continue
+            pred_ids = wheels.map_ids(pred_labels, variant)
+            hit = len(gold_ids & pred_ids)
+            hits.append(hit)
+            in_set = len(pred_ids & candidates)
+            m_scores.append(hit / in_set if in_set else 0.0)
+        per_wheel[wheel] = {
+            "hit_rate": float(np.mean(hits)) if hits else None,
+            "m_score": float(np.mean(m_scores)) if m_scores else None,
+            "n": len(hits),
+        }
+
+    scored = [v for v in per_wheel.values() if v["n"]]
+    return {
+        "hit_rate": float(np.mean([v["hit_rate"] for v in scored])) if scored else None,
+        "m_score": float(np.mean([v["m_score"] for v in scored])) if scored else None,
+        "wheels": per_wheel,
+        "n_gold": len(names),
+        "missing_predictions": missing,
+        "extra_predictions": sum(1 for name in pred if name not in gold_onehot),
+        "version": str(version),
+    }
+
+
+def _as_label_value(value: Any) -> Any:
+    # A tuple is a label list too; everything else goes to parse_label_list as is.
+    return list(value) if isinstance(value, tuple) else value
+
+
+# --------------------------------------------------------------------------------------------------------
+# Registry entries: fn(predictions, references, **options)
+# --------------------------------------------------------------------------------------------------------
+
+
+def _closed(predictions: Sequence[str], references: Sequence[str], **options: Any) -> dict[str, Any]:
+    return closed_set_scores(references, predictions, **options)
+
+
+def _hit_rate(
+    predictions: Mapping[str, Sequence[str]], references: Mapping[str, str], **options: Any
+) -> dict[str, Any]:
+    return hit_rate(references, predictions, **options)
+
+
+for _name, _desc in (
+    ("accuracy", "share of samples whose predicted label equals the gold label"),
+    ("weighted_f1", "per-class F1 weighted by gold support"),
+    ("macro_f1", "unweighted mean of per-class F1 over classes present in the gold labels"),
+    ("uar", "unweighted average recall over classes present in the gold labels"),
+    ("closed_set", "accuracy, weighted/macro F1, UAR and the confusion matrix"),
+):
+    register_metric(
+        MetricSpec(
+            name=_name,
+            fn=_closed,
+            aggregation="corpus",
+            higher_is_better=True,
+            primary="accuracy" if _name == "closed_set" else _name,
+            description=_desc,
+        )
+    )
+
+register_metric(
+    MetricSpec(
+        name="hit_rate",
+        fn=_hit_rate,
+        aggregation="mean",
+        higher_is_better=True,
+        primary="hit_rate",
+        description="MER-UniBench hit rate: one-hot gold among open-vocabulary predictions at wheel level 1, "
+        "mean over 5 wheels",
+    )
+)

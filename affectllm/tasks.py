@@ -1,0 +1,860 @@
+"""Benchmark tasks: YAML definitions (``eval/*.yaml``) → a scored, resumable run of one model on one dataset.
+
+A task names a dataset converter and split, how clips are built (transcript only, or textualized media), the
+prompt task and template, the answer parser's label set, generation settings and the metrics (registry names
+from ``affectllm.metrics``). Tasks ship in ``eval/``; users add their own by dropping a YAML file in a folder
+passed as ``--tasks-dir`` or listed in ``$AFFECTLLM_TASKS_PATH`` (user folders win over shipped tasks).
+
+``run_task`` writes ``predictions.jsonl`` (one record per sample, resumable, failures recorded per sample),
+``metrics.json`` and, with ``ablate=True``, one extra pass per modality with that modality's cues removed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from affectllm.batch import ResumableJSONL
+from affectllm.errors import InputError
+from affectllm.schema import LINGUISTIC, MODALITIES, Clip, Cue, normalize_modality
+
+TASKS_PATH_ENV = "AFFECTLLM_TASKS_PATH"
+
+# The allowed keys of a task file, per section; anything else is an error (typos must not pass silently).
+_TOP_KEYS = {
+    "task",
+    "version",
+    "description",
+    "tags",
+    "dataset",
+    "input",
+    "prompt",
+    "parser",
+    "generation",
+    "metrics",
+    "primary",
+    "ablation",
+}
+_DATASET_KEYS = {"name", "split", "options"}
+_INPUT_KEYS = {"source", "modalities", "context", "context_turns", "max_cue_tokens", "textualize"}
+_PROMPT_KEYS = {"task", "template", "few_shot", "labels", "question"}
+_PARSER_KEYS = {"labels"}
+_GENERATION_KEYS = {"max_new_tokens", "temperature", "top_p", "top_k", "seed", "stop"}
+_METRIC_KEYS = {"name", "options"}
+_SOURCES = ("transcript", "media", "auto")
+
+
+@dataclass
+class MetricEntry:
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Task:
+    """A validated task definition."""
+
+    name: str
+    version: int
+    dataset: str
+    split: str
+    path: Path | None = None
+    description: str = ""
+    tags: list[str] = field(default_factory=list)
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    source: str = "transcript"
+    modalities: list[str] | None = None
+    context: bool = False
+    context_turns: int | None = None
+    max_cue_tokens: int | None = None
+    textualize: dict[str, Any] = field(default_factory=dict)
+    prompt_task: str = "ov"
+    template: str | None = None
+    few_shot: bool | int | None = None
+    labels: list[str] | None = None
+    question: str | None = None
+    parser_labels: bool = True
+    generation: dict[str, Any] = field(default_factory=dict)
+    metrics: list[MetricEntry] = field(default_factory=list)
+    primary: str | None = None
+    ablation: list[str] = field(default_factory=lambda: list(MODALITIES))
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of the definition, so a resumed run never mixes outputs of two different task versions."""
+        text = json.dumps(self.raw, sort_keys=True, ensure_ascii=False, default=str)
+        return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
+
+    def primary_metric(self) -> tuple[str, str, bool]:
+        """(metric name, key inside its result, higher_is_better) of the headline number."""
+        from affectllm.metrics import get_metric
+
+        name, _, key = (self.primary or self.metrics[0].name).partition(":")
+        spec = get_metric(name)
+        return name, key or spec.primary, spec.higher_is_better
+
+
+# ------------------------------------------------------------------------------------------ discovery
+
+
+def task_dirs(extra: Iterable[str | Path] | str | Path | None = None) -> list[Path]:
+    """Folders searched for task YAMLs, in priority order: ``extra``, ``$AFFECTLLM_TASKS_PATH``, shipped eval/."""
+    from affectllm.resources import asset_dir
+
+    dirs: list[Path] = []
+    if isinstance(extra, (str, Path)):
+        extra = [extra]
+    for d in extra or []:
+        path = Path(d).expanduser()
+        if not path.is_dir():
+            raise InputError(path, "tasks folder does not exist")
+        dirs.append(path)
+    for d in os.environ.get(TASKS_PATH_ENV, "").split(os.pathsep):
+        if d.strip():
+            path = Path(d.strip()).expanduser()
+            if not path.is_dir():
+                raise InputError(path, f"folder named in ${TASKS_PATH_ENV} does not exist")
+            dirs.append(path)
+    try:
+        dirs.append(asset_dir("eval"))
+    except FileNotFoundError:  # a stripped install without the shipped tasks still runs user tasks
+        return dirs
+    return dirs
+
+
+def _task_files(dirs: Sequence[Path]) -> list[Path]:
+    files: list[Path] = []
+    for d in dirs:
+        files.extend(sorted([*d.glob("*.yaml"), *d.glob("*.yml")]))
+    return files
+
+
+def list_tasks(tasks_dir: Iterable[str | Path] | str | Path | None = None) -> dict[str, Path]:
+    """task name → file; the first folder that defines a name wins."""
+    found: dict[str, Path] = {}
+    for path in _task_files(task_dirs(tasks_dir)):
+        name = _read_yaml(path).get("task") or path.stem
+        found.setdefault(str(name), path)
+    return found
+
+
+def load_task(name_or_path: str | Path, tasks_dir: Iterable[str | Path] | str | Path | None = None) -> Task:
+    """A task by name (searched in ``task_dirs``) or by the path of a YAML file."""
+    candidate = Path(name_or_path).expanduser()
+    if candidate.suffix in (".yaml", ".yml") and candidate.is_file():
+        return parse_task(_read_yaml(candidate), candidate)
+    tasks = list_tasks(tasks_dir)
+    if str(name_or_path) not in tasks:
+        known = ", ".join(sorted(tasks)) or "none"
+        raise InputError(None, f"unknown task {name_or_path!r}; known tasks: {known}")
+    path = tasks[str(name_or_path)]
+    return parse_task(_read_yaml(path), path)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise InputError(
+            path, f"not valid YAML ({getattr(exc, 'problem', exc)})", line=mark.line + 1 if mark else None
+        ) from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read file ({exc.strerror or exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(path, "a task file must be a mapping (task: ..., dataset: ..., metrics: ...)")
+    return data
+
+
+# ------------------------------------------------------------------------------------------ validation
+
+
+def _section(data: dict[str, Any], key: str, allowed: set[str], path: Path | None) -> dict[str, Any]:
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise InputError(path, f"{key}: must be a mapping")
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise InputError(
+            path, f"{key}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}"
+        )
+    return value
+
+
+def _modalities(value: Any, path: Path | None, where: str) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise InputError(path, f"{where}: must be a list of modality names")
+    out = []
+    for item in value:
+        try:
+            modality = normalize_modality(str(item))
+        except ValueError as exc:
+            raise InputError(path, f"{where}: {exc}") from None
+        if modality not in out:
+            out.append(modality)
+    return out
+
+
+def parse_task(data: dict[str, Any], path: Path | None = None) -> Task:
+    """Validate a task mapping; every problem is an InputError naming the file and the offending key."""
+    from affectllm.datasets import get_dataset
+    from affectllm.metrics import available_metrics
+
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise InputError(
+            path, f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_TOP_KEYS))}"
+        )
+    name = data.get("task")
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(path, "task: a non-empty name is required")
+    version = data.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise InputError(path, "version: must be an integer")
+
+    ds = _section(data, "dataset", _DATASET_KEYS, path)
+    if "name" not in ds:
+        raise InputError(path, "dataset: name is required")
+    try:
+        spec = get_dataset(str(ds["name"]))
+    except InputError as exc:
+        raise InputError(path, f"dataset: {exc.problem}") from None
+    split = str(ds.get("split", "dev" if "dev" in spec.splits else spec.splits[0]))
+    if split not in spec.splits:
+        raise InputError(
+            path, f"dataset.split: {split!r} is not a split of {spec.name} ({', '.join(spec.splits)})"
+        )
+    if split in spec.test_splits:
+        # Shipped defaults must never point at a test set: it is reachable only via --split with --final.
+        raise InputError(path, f"dataset.split: {split!r} is a held-out test split; default to a dev split")
+    options = ds.get("options") or {}
+    if not isinstance(options, dict):
+        raise InputError(path, "dataset.options: must be a mapping")
+
+    inp = _section(data, "input", _INPUT_KEYS, path)
+    source = str(inp.get("source", "transcript"))
+    if source not in _SOURCES:
+        raise InputError(path, f"input.source: {source!r}; choose one of {', '.join(_SOURCES)}")
+    textualize = inp.get("textualize") or {}
+    if not isinstance(textualize, dict):
+        raise InputError(path, "input.textualize: must be a mapping of textualize_clip options")
+    if "modalities" in textualize:
+        allowed_tx = {"audio", "face", "scene"}
+        bad = [m for m in textualize["modalities"] or [] if m not in allowed_tx]
+        if bad:
+            raise InputError(path, f"input.textualize.modalities: {bad}; choose from audio, face, scene")
+
+    prompt = _section(data, "prompt", _PROMPT_KEYS, path)
+    prompt_task = str(prompt.get("task", "ov"))
+    if prompt_task not in ("ov", "closed"):
+        raise InputError(path, f"prompt.task: {prompt_task!r}; choose ov or closed")
+    labels = prompt.get("labels")
+    if labels == "dataset":
+        if spec.labels is None:
+            raise InputError(
+                path, f"prompt.labels: dataset {spec.name} has no closed label set; list the labels"
+            )
+        labels = list(spec.labels)
+    elif labels is not None and (not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)):
+        raise InputError(path, "prompt.labels: 'dataset' or a list of label strings")
+    if prompt_task == "closed" and not labels:
+        raise InputError(path, "prompt.labels: a closed-set task needs its label set ('dataset' or a list)")
+    few_shot = prompt.get("few_shot")
+    if few_shot is not None and not isinstance(few_shot, (bool, int)):
+        raise InputError(path, "prompt.few_shot: true, false, null (model default) or a number of examples")
+
+    parser = _section(data, "parser", _PARSER_KEYS, path)
+    gen = _section(data, "generation", _GENERATION_KEYS, path)
+    for key in ("max_new_tokens", "top_k", "seed"):
+        if gen.get(key) is not None and (not isinstance(gen[key], int) or isinstance(gen[key], bool)):
+            raise InputError(path, f"generation.{key}: must be an integer")
+    for key in ("temperature", "top_p"):
+        if gen.get(key) is not None and not isinstance(gen[key], (int, float)):
+            raise InputError(path, f"generation.{key}: must be a number")
+
+    raw_metrics = data.get("metrics")
+    if not isinstance(raw_metrics, list) or not raw_metrics:
+        raise InputError(path, "metrics: a non-empty list of metric names or {name, options} mappings")
+    metrics: list[MetricEntry] = []
+    for i, item in enumerate(raw_metrics):
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, dict):
+            raise InputError(path, f"metrics[{i}]: a name or a {{name, options}} mapping")
+        bad = sorted(set(item) - _METRIC_KEYS)
+        if bad:
+            raise InputError(path, f"metrics[{i}]: unknown key(s) {', '.join(bad)}")
+        metric_name = str(item.get("name"))
+        if metric_name not in available_metrics():
+            raise InputError(
+                path, f"metrics[{i}]: unknown metric {metric_name!r}; known: {', '.join(available_metrics())}"
+            )
+        if metric_name not in METRIC_INPUTS:
+            raise InputError(
+                path, f"metrics[{i}]: metric {metric_name!r} has no task adapter in affectllm.tasks"
+            )
+        metrics.append(MetricEntry(metric_name, dict(item.get("options") or {})))
+
+    primary = data.get("primary")
+    if primary is not None:
+        primary_name = str(primary).partition(":")[0]
+        if primary_name not in {m.name for m in metrics}:
+            raise InputError(path, f"primary: {primary!r} must name one of the task's metrics")
+
+    ablation = _modalities(data.get("ablation"), path, "ablation")
+    return Task(
+        name=name.strip(),
+        version=version,
+        dataset=spec.name,
+        split=split,
+        path=path,
+        description=str(data.get("description") or "").strip(),
+        tags=[str(t) for t in data.get("tags") or []],
+        dataset_options=dict(options),
+        source=source,
+        modalities=_modalities(inp.get("modalities"), path, "input.modalities"),
+        context=bool(inp.get("context", False)),
+        context_turns=inp.get("context_turns"),
+        max_cue_tokens=inp.get("max_cue_tokens"),
+        textualize=dict(textualize),
+        prompt_task=prompt_task,
+        template=prompt.get("template"),
+        few_shot=few_shot,
+        labels=list(labels) if labels else None,
+        question=prompt.get("question"),
+        parser_labels=bool(parser.get("labels", True)),
+        generation=dict(gen),
+        metrics=metrics,
+        primary=None if primary is None else str(primary),
+        ablation=ablation if ablation is not None else list(MODALITIES),
+        raw=data,
+    )
+
+
+# ------------------------------------------------------------------------------------------ metric inputs
+
+
+def _first_label(emotions: Sequence[str]) -> str:
+    return emotions[0] if emotions else ""
+
+
+def _cited(pred: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rationale items the model cited (dicts with cue text, modality and cue id) that say something."""
+    return [r for r in pred.get("rationale") or [] if str(r.get("cue") or "").strip()]
+
+
+def _closed_inputs(records: list[dict[str, Any]], task: Task) -> tuple[Any, Any, dict[str, Any]]:
+    refs = [r["gold"]["label"] for r in records]
+    preds = [_first_label(r["prediction"]["emotions"]) for r in records]
+    return preds, refs, {"labels": task.labels} if task.labels else {}
+
+
+def _ew_inputs(records: list[dict[str, Any]], task: Task) -> tuple[Any, Any, dict[str, Any]]:
+    refs = {r["id"]: r["gold"]["labels"] for r in records}
+    preds = {r["id"]: r["prediction"]["emotions"] for r in records}
+    return preds, refs, {}
+
+
+def _hit_inputs(records: list[dict[str, Any]], task: Task) -> tuple[Any, Any, dict[str, Any]]:
+    refs = {r["id"]: r["gold"]["label"] or _first_label(r["gold"]["labels"]) for r in records}
+    preds = {r["id"]: r["prediction"]["emotions"] for r in records}
+    return preds, refs, {}
+
+
+def _rationale_inputs(records: list[dict[str, Any]], task: Task) -> tuple[Any, Any, dict[str, Any]]:
+    with_ref = [r for r in records if r["gold"].get("rationale")]
+    refs = {r["id"]: r["gold"]["rationale"] for r in with_ref}
+    # The cited cues are the model's rationale; a model that cites nothing is judged on its free text.
+    preds = {r["id"]: _cited(r["prediction"]) or r["prediction"].get("answer", "") for r in with_ref}
+    return preds, refs, {}
+
+
+def _grounding_inputs(records: list[dict[str, Any]], task: Task) -> tuple[Any, Any, dict[str, Any]]:
+    preds = {r["id"]: _cited(r["prediction"]) for r in records}
+    refs = {r["id"]: r.get("evidence") or [] for r in records}
+    return preds, refs, {}
+
+
+# metric name → builds (predictions, references, extra options) for MetricSpec.fn from the run's records.
+METRIC_INPUTS: dict[str, Callable[[list[dict[str, Any]], Task], tuple[Any, Any, dict[str, Any]]]] = {
+    "ew": _ew_inputs,
+    "closed_set": _closed_inputs,
+    "accuracy": _closed_inputs,
+    "weighted_f1": _closed_inputs,
+    "macro_f1": _closed_inputs,
+    "uar": _closed_inputs,
+    "hit_rate": _hit_inputs,
+    "rationale": _rationale_inputs,
+    "grounding": _grounding_inputs,
+}
+
+
+def dig(result: dict[str, Any], key: str) -> Any:
+    """``result["l1"]["f"]`` for ``key="l1.f"``; None when absent."""
+    value: Any = result
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def score_records(records: list[dict[str, Any]], task: Task) -> dict[str, dict[str, Any]]:
+    """Every metric of the task over ``records`` (failed samples arrive as empty predictions)."""
+    from affectllm.metrics import get_metric
+
+    out: dict[str, dict[str, Any]] = {}
+    for entry in task.metrics:
+        spec = get_metric(entry.name)
+        preds, refs, extra = METRIC_INPUTS[entry.name](records, task)
+        if not refs:
+            out[entry.name] = {"error": "no sample has the reference this metric needs", "n": 0}
+            continue
+        try:
+            out[entry.name] = spec.fn(preds, refs, **{**extra, **entry.options})
+        except (ValueError, KeyError) as exc:
+            # A metric that cannot score this data (e.g. gold outside the label set) must not hide the others.
+            out[entry.name] = {"error": f"{type(exc).__name__}: {exc}"}
+    return out
+
+
+# ------------------------------------------------------------------------------------------ clips
+
+
+def transcript_clip(row: dict[str, Any]) -> Clip:
+    """A clip whose only evidence is what was said: the transcript becomes linguistic cues the model can cite."""
+    text = (row.get("transcript") or "").strip()
+    cues: list[Cue] = []
+    if text:
+        try:
+            from affectllm.textualize.pipeline import transcript_cues
+        except ImportError:
+            transcript_cues = None
+        if transcript_cues is not None:
+            cues = list(transcript_cues(text, source=row.get("dataset") or "transcript"))
+        else:
+            cues = [Cue(LINGUISTIC, "utterance", value=text, source="transcript")]
+    return Clip(str(row["id"]), cues=cues, media=row.get("media"), transcript=text or None)
+
+
+def build_clip(row: dict[str, Any], task: Task, precomputed: dict[str, Clip] | None = None) -> Clip:
+    """The Clip a task shows the model for one row.
+
+    ``transcript``: linguistic cues only. ``media``: the row's media and sidecars (AU CSV) through
+    ``textualize_clip``; a row without media is an error for that sample. ``auto``: media when the row has any,
+    else the transcript. Precomputed clips (``--cues``, e.g. from ``affectllm textualize``) take precedence.
+    """
+    if precomputed and str(row["id"]) in precomputed:
+        clip = precomputed[str(row["id"])]
+        if clip.transcript is None and row.get("transcript") and task.source != "media":
+            clip.transcript = row["transcript"]
+        return clip
+    has_media = bool(row.get("media") or row.get("au_csv"))
+    if task.source == "transcript" or (task.source == "auto" and not has_media):
+        return transcript_clip(row)
+    if not has_media:
+        raise InputError(None, f"sample {row['id']}: no media or AU CSV for a task that reads media cues")
+    from affectllm.textualize import textualize_clip
+
+    options = dict(task.textualize)
+    modalities = tuple(options.pop("modalities", ("audio", "face", "scene")))
+    transcript = row.get("transcript") or None
+    if "linguistic" in (task.modalities or MODALITIES) and transcript and "transcript" not in options:
+        options["transcript"] = transcript
+    manifest = {k: row[k] for k in ("id", "media", "au_csv", "transcript", "sex") if row.get(k)}
+    clip = textualize_clip(manifest, modalities=modalities, au_csv=row.get("au_csv"), **options)
+    clip.clip_id = str(row["id"])
+    return clip
+
+
+def load_precomputed(path: str | Path) -> dict[str, Clip]:
+    """Clips from a JSONL of ``affectllm textualize --json`` records (``{"clip", "cues", ...}`` per line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "cues file not found")
+    out: dict[str, Clip] = {}
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if "error" in record:
+                    continue
+                record = {**record, "clip": record.get("clip") or record.get("id")}
+                clip = Clip.from_dict(
+                    {
+                        k: record[k]
+                        for k in ("clip", "cues", "media", "transcript", "duration", "warnings")
+                        if k in record
+                    }
+                )
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise InputError(path, f"not a textualized clip record ({exc})", line=lineno) from None
+            out[clip.clip_id] = clip
+    return out
+
+
+# ------------------------------------------------------------------------------------------ running
+
+
+@dataclass
+class RunResult:
+    output_dir: Path
+    metrics: dict[str, Any]
+    n_samples: int
+    n_errors: int
+    ablation: dict[str, Any] | None = None
+
+
+def _gold(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "labels": list(row.get("labels") or []),
+        "label": row.get("label"),
+        "rationale": row.get("rationale"),
+    }
+
+
+def _predict_rows(
+    reasoner: Any,
+    rows: list[dict[str, Any]],
+    clips: dict[str, Clip | Exception],
+    task: Task,
+    writer: ResumableJSONL,
+    batch_size: int,
+    desc: str,
+    progress: bool,
+) -> None:
+    """Predict every pending row and append one record per row (errors included) to ``writer``."""
+    from tqdm import tqdm
+
+    from affectllm.textualize.render import assign_ids, cue_line
+
+    pending = [r for r in rows if not writer.should_skip(str(r["id"]))]
+    bar = tqdm(total=len(pending), desc=desc, unit="clip", disable=not progress, leave=False)
+    try:
+        for start in range(0, len(pending), batch_size):
+            chunk = pending[start : start + batch_size]
+            ready = [r for r in chunk if not isinstance(clips[str(r["id"])], Exception)]
+            for r in chunk:
+                failure = clips[str(r["id"])]
+                if isinstance(failure, Exception):
+                    writer.write_error(str(r["id"]), failure, stage="textualize", gold=_gold(r))
+            started = time.perf_counter()
+            contexts = [r.get("context") if task.context else None for r in ready]
+            preds = reasoner.predict_batch(
+                [clips[str(r["id"])] for r in ready],
+                batch_size=batch_size,
+                contexts=contexts,
+                return_exceptions=True,
+            )
+            seconds = (time.perf_counter() - started) / max(1, len(ready))
+            for r, pred in zip(ready, preds, strict=True):
+                if isinstance(pred, Exception):
+                    writer.write_error(str(r["id"]), pred, stage="predict", gold=_gold(r))
+                    continue
+                clip = clips[str(r["id"])]
+                assert isinstance(clip, Clip)
+                writer.write(
+                    {
+                        "id": str(r["id"]),
+                        "gold": _gold(r),
+                        "prediction": pred.to_dict(include_raw=True),
+                        "transcript": clip.transcript,
+                        "evidence": [cue_line(cid, c) for cid, c in assign_ids(clip.cues)],
+                        "clip": clip.to_dict(),
+                        "seconds": round(seconds, 3),
+                    }
+                )
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+
+
+def _records_for_scoring(
+    writer: ResumableJSONL, rows: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """One record per row in dataset order; a failed sample is scored as an empty prediction (never skipped,
+    which would flatter a model that crashes on hard items)."""
+    records, failed = [], []
+    for r in rows:
+        key = str(r["id"])
+        rec = writer.done.get(key)
+        if rec is None:
+            failed.append(key)
+            rec = {
+                "id": key,
+                "gold": _gold(r),
+                "prediction": {"emotions": [], "rationale": [], "answer": ""},
+                "evidence": [],
+            }
+        records.append(rec)
+    return records, failed
+
+
+def _check_output_dir(out: Path, identity: dict[str, Any], overwrite: bool) -> None:
+    run_file = out / "run.json"
+    if run_file.is_file() and not overwrite:
+        try:
+            previous = json.loads(run_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            previous = {}
+        if previous.get("identity") != identity:
+            raise InputError(
+                out,
+                "holds a run of a different task/split/model/settings; choose another --output-dir "
+                f"(previous: {previous.get('identity')})",
+            )
+    if overwrite:
+        for name in ("predictions.jsonl", "metrics.json", "run.json", "report.md"):
+            (out / name).unlink(missing_ok=True)
+        for old in (out / "ablation").glob("*.jsonl") if (out / "ablation").is_dir() else []:
+            old.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    run_file.write_text(json.dumps({"identity": identity}, indent=2) + "\n", encoding="utf-8")
+
+
+def generation_config(task: Task, overrides: dict[str, Any] | None = None) -> Any:
+    from affectllm.backends.base import GenerationConfig
+
+    settings = {**task.generation, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    try:
+        from affectllm.reasoner import default_generation
+
+        config = default_generation(task.prompt_task)
+    except ImportError:
+        config = GenerationConfig()
+    for key, value in settings.items():
+        setattr(config, key, list(value) if key == "stop" else value)
+    return config
+
+
+def task_rows(
+    task: Task, data_dir: str | Path, split: str | None = None, final: bool = False, limit: int | None = None
+) -> list[dict[str, Any]]:
+    """The task's dataset rows (converter options from the task); cheap, so callers validate before loading a model."""
+    from affectllm.datasets import load_dataset_rows
+
+    options = dict(task.dataset_options)
+    if task.context and task.context_turns is not None:
+        options.setdefault("context_turns", task.context_turns)
+    return load_dataset_rows(task.dataset, data_dir, split or task.split, final=final, limit=limit, **options)
+
+
+def run_task(
+    task: Task,
+    data_dir: str | Path,
+    output_dir: str | Path,
+    reasoner: Any,
+    split: str | None = None,
+    final: bool = False,
+    limit: int | None = None,
+    ablate: bool = False,
+    batch_size: int = 8,
+    cues_path: str | Path | None = None,
+    progress: bool = True,
+    identity: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    log: Callable[[str], None] | None = None,
+    rows: list[dict[str, Any]] | None = None,
+) -> RunResult:
+    """Run ``task`` with ``reasoner`` (an ``EmotionReasoner`` set up for the task) and score it.
+
+    Resumable: records already in ``output_dir/predictions.jsonl`` are kept and only missing (or failed)
+    samples are predicted. ``identity`` (backend, model, ...) is stored in ``run.json``; a rerun with a
+    different identity into the same folder is refused instead of silently mixing two models' outputs.
+    """
+    from affectllm import __version__
+    from affectllm.datasets import get_dataset
+
+    say = log or (lambda msg: None)
+    split = split or task.split
+    spec = get_dataset(task.dataset)
+    is_test = split in spec.test_splits
+    if rows is None:
+        rows = task_rows(task, data_dir, split, final=final, limit=limit)
+    out = Path(output_dir).expanduser()
+    full_identity = {
+        "task": task.name,
+        "task_version": task.version,
+        "task_fingerprint": task.fingerprint,
+        "dataset": task.dataset,
+        "split": split,
+        **(identity or {}),
+    }
+    _check_output_dir(out, full_identity, overwrite)
+
+    precomputed = load_precomputed(cues_path) if cues_path else None
+    writer = ResumableJSONL(out / "predictions.jsonl")
+    pending_ids = {str(r["id"]) for r in rows if not writer.should_skip(str(r["id"]))}
+    clips: dict[str, Clip | Exception] = {}
+    for r in rows:
+        if str(r["id"]) not in pending_ids:
+            continue
+        try:
+            clips[str(r["id"])] = build_clip(r, task, precomputed)
+        except Exception as exc:  # one unreadable clip must not stop the benchmark
+            clips[str(r["id"])] = exc
+    say(
+        f"{task.name}: {len(rows)} samples ({len(rows) - len(pending_ids)} already done), split={split}"
+        + (" [FINAL test split]" if is_test else "")
+    )
+    started = time.perf_counter()
+    _predict_rows(reasoner, rows, clips, task, writer, batch_size, task.name, progress)
+    elapsed = time.perf_counter() - started
+
+    records, failed = _records_for_scoring(writer, rows)
+    scores = score_records(records, task)
+    primary_name, primary_key, higher = task.primary_metric()
+    primary_value = dig(scores.get(primary_name, {}), primary_key)
+
+    ablation = None
+    if ablate:
+        ablation = run_ablation(
+            task,
+            reasoner,
+            rows,
+            writer,
+            out,
+            batch_size,
+            progress,
+            primary_name,
+            primary_key,
+            primary_value,
+            say,
+        )
+
+    metrics: dict[str, Any] = {}
+    if "ew" in scores and "error" not in scores["ew"]:
+        # The same top-level keys as ``affectllm eval ov --output`` so existing tooling reads OV runs as is.
+        metrics.update(scores["ew"])
+    metrics.update(
+        {
+            "task": task.name,
+            "task_version": task.version,
+            "dataset": task.dataset,
+            "split": split,
+            "final": bool(final),
+            "test_split": is_test,
+            "n_samples": len(rows),
+            "n_scored": len(records),
+            "n_errors": len(failed),
+            "failed_ids": failed,
+            "limit": limit,
+            "metrics": scores,
+            "primary": {
+                "metric": primary_name,
+                "key": primary_key,
+                "value": primary_value,
+                "higher_is_better": higher,
+            },
+            "ablation": ablation,
+            "run": {
+                **(identity or {}),
+                "affectllm": __version__,
+                "task_file": str(task.path) if task.path else None,
+                "task_fingerprint": task.fingerprint,
+                "prompt_task": task.prompt_task,
+                "template": task.template,
+                "source": task.source,
+                "modalities": task.modalities,
+                "context": task.context,
+                "seconds": round(elapsed, 2),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        }
+    )
+    (out / "metrics.json").write_text(
+        json.dumps(metrics, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8"
+    )
+    return RunResult(out, metrics, len(rows), len(failed), ablation)
+
+
+def run_ablation(
+    task: Task,
+    reasoner: Any,
+    rows: list[dict[str, Any]],
+    writer: ResumableJSONL,
+    out: Path,
+    batch_size: int,
+    progress: bool,
+    primary_name: str,
+    primary_key: str,
+    full_value: Any,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """Re-run the samples that succeeded with each modality's cues removed (``Clip.without``) and report how
+    much the primary metric drops: ``delta = full - without`` (positive = the modality helped)."""
+    ok_rows = [r for r in rows if str(r["id"]) in writer.done]
+    base_clips = {str(r["id"]): Clip.from_dict(writer.done[str(r["id"])]["clip"]) for r in ok_rows}
+    shown = set(task.modalities or MODALITIES)
+    present = {c.modality for clip in base_clips.values() for c in clip.cues}
+    if any(clip.transcript for clip in base_clips.values()):
+        present.add(LINGUISTIC)
+    result: dict[str, Any] = {
+        "metric": primary_name,
+        "key": primary_key,
+        "full": full_value,
+        "modalities": {},
+    }
+    for modality in task.ablation:
+        if modality not in present or modality not in shown:
+            result["modalities"][modality] = {"skipped": "no cues of this modality in the task's input"}
+            continue
+        ab_writer = ResumableJSONL(out / "ablation" / f"without-{modality}.jsonl")
+        ab_clips: dict[str, Clip | Exception] = {k: c.without(modality) for k, c in base_clips.items()}
+        say(f"ablation: without {modality} ({len(ok_rows)} samples)")
+        _predict_rows(
+            reasoner, ok_rows, ab_clips, task, ab_writer, batch_size, f"without {modality}", progress
+        )
+        # Score full and ablated runs on the same samples, so the delta reflects the modality alone.
+        ab_records, ab_failed = _records_for_scoring(ab_writer, ok_rows)
+        full_records, _ = _records_for_scoring(writer, ok_rows)
+        ab_scores = score_records(ab_records, task)
+        full_scores = score_records(full_records, task)
+        without = dig(ab_scores.get(primary_name, {}), primary_key)
+        full_same = dig(full_scores.get(primary_name, {}), primary_key)
+        delta = (
+            full_same - without
+            if isinstance(without, (int, float)) and isinstance(full_same, (int, float))
+            else None
+        )
+        result["modalities"][modality] = {
+            "full": full_same,
+            "without": without,
+            "delta": delta,
+            "n": len(ok_rows),
+            "n_errors": len(ab_failed),
+        }
+    return result
+
+
+__all__ = [
+    "METRIC_INPUTS",
+    "RunResult",
+    "Task",
+    "build_clip",
+    "dig",
+    "list_tasks",
+    "load_precomputed",
+    "load_task",
+    "parse_task",
+    "run_task",
+    "score_records",
+    "task_dirs",
+    "task_rows",
+    "transcript_clip",
+]

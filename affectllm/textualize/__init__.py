@@ -1,0 +1,56 @@
+"""Textualizers: turn a clip's non-verbal evidence into time-stamped :class:`~affectllm.schema.Cue` lists.
+
+This module stays light (the CLI imports it): extractors and their heavy dependencies load on first use.
+
+- ``TEXTUALIZERS`` — the registry of extractors by modality name, as ``"module:function"`` strings;
+  :func:`get_textualizer` resolves one.
+- ``textualize_clip`` / ``textualize_batch`` (pipeline), ``face_cues_from_csv`` (face), ``scene_cues``
+  (scene) and ``render_cues`` (render) are re-exported lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from affectllm.textualize.render import assign_ids, cue_line, render_cues
+
+# modality -> "module:function". audio: (AudioData, asr=..., asr_model=...) -> (cues, transcript);
+# face: (csv path, ...) -> cues; scene: (captions=..., media=..., captioner=...) -> cues;
+# transcript: (text, source=...) -> cues.
+TEXTUALIZERS: dict[str, str] = {
+    "audio": "affectllm.textualize.audio:audio_cues",
+    "face": "affectllm.textualize.face:face_cues_from_csv",
+    "scene": "affectllm.textualize.scene:scene_cues",
+    "transcript": "affectllm.textualize.pipeline:transcript_cues",
+}
+
+_LAZY: dict[str, str] = {
+    "textualize_clip": "affectllm.textualize.pipeline",
+    "textualize_batch": "affectllm.textualize.pipeline",
+    "find_sidecars": "affectllm.textualize.pipeline",
+    "transcript_cues": "affectllm.textualize.pipeline",
+    "face_cues_from_csv": "affectllm.textualize.face",
+    "read_au_csv": "affectllm.textualize.face",
+    "scene_cues": "affectllm.textualize.scene",
+    "read_captions": "affectllm.textualize.scene",
+}
+
+__all__ = ["TEXTUALIZERS", "assign_ids", "cue_line", "get_textualizer", "render_cues", *_LAZY]
+
+
+def get_textualizer(name: str) -> Callable[..., Any]:
+    """The extractor function registered under ``name`` (imports its module on first use)."""
+    try:
+        target = TEXTUALIZERS[name]
+    except KeyError:
+        raise ValueError(f"unknown textualizer {name!r}; known: {sorted(TEXTUALIZERS)}") from None
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,624 @@
+"""Textualize one clip or a batch: find its inputs, run the extractors, cache the result.
+
+A clip is a video, an audio file, or a transcript-only item, plus optional sidecars found by name next to
+the media (or given explicitly):
+
+- ``<stem>.openface.csv`` / ``<stem>.au.csv`` — OpenFace 2.x or py-feat AU CSV → facial cues;
+- ``<stem>.captions.json`` / ``<stem>.captions.txt`` — scene captions → visual-scene cues;
+- ``<stem>.transcript.txt`` — what was said → linguistic cues (replaces the ASR transcript).
+
+One extractor failing (e.g. a video with no audio track) becomes a ``Clip.warnings`` entry; only a clip
+from which nothing at all could be extracted raises :class:`~affectllm.errors.InputError`. Results are
+cached per clip under ``user_cache_dir()/textualize``, keyed by the inputs' content hashes, the options and
+the affectllm version, so a rerun does no work twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from affectllm import __version__
+from affectllm.errors import InputError
+from affectllm.resources import user_cache_dir
+from affectllm.schema import LINGUISTIC, Clip, Cue
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac")
+MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + AUDIO_EXTENSIONS
+SIDECAR_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "au_csv": (".openface.csv", ".au.csv"),
+    "captions": (".captions.json", ".captions.txt"),
+    "transcript": (".transcript.txt",),
+}
+MODALITY_NAMES: dict[str, str] = {
+    "audio": "audio",
+    "acoustic": "audio",
+    "speech": "audio",
+    "face": "face",
+    "facial": "face",
+    "au": "face",
+    "scene": "scene",
+    "visual-scene": "scene",
+    "captions": "scene",
+}
+DEFAULT_MODALITIES = ("audio", "face", "scene")
+# Bump when the cached record layout or any extractor's output changes without a version bump.
+CACHE_FORMAT = 1
+
+
+@dataclass
+class ClipInputs:
+    """Everything known about one clip before extraction."""
+
+    clip_id: str
+    media: Path | None = None
+    au_csv: Path | None = None
+    captions: Path | None = None
+    transcript: Path | None = None
+    transcript_text: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------- inputs
+
+
+def _sidecar_stem(path: Path) -> tuple[str, str] | None:
+    name = path.name
+    for role, suffixes in SIDECAR_SUFFIXES.items():
+        for suffix in suffixes:
+            if name.lower().endswith(suffix) and len(name) > len(suffix):
+                return role, name[: -len(suffix)]
+    return None
+
+
+def find_sidecars(media_or_stem: str | Path) -> dict[str, Path]:
+    """Sidecars next to a media file (or for a path stem), by role: ``au_csv``, ``captions``, ``transcript``."""
+    path = Path(media_or_stem)
+    stem = path.stem if path.suffix.lower() in MEDIA_EXTENSIONS else path.name
+    found: dict[str, Path] = {}
+    for role, suffixes in SIDECAR_SUFFIXES.items():
+        for suffix in suffixes:
+            candidate = path.parent / f"{stem}{suffix}"
+            if candidate.is_file():
+                found[role] = candidate
+                break
+    return found
+
+
+def _media_for_stem(directory: Path, stem: str) -> Path | None:
+    for ext in MEDIA_EXTENSIONS:
+        for candidate in (directory / f"{stem}{ext}", directory / f"{stem}{ext.upper()}"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def resolve_inputs(
+    item: str | Path | Mapping[str, Any] | ClipInputs,
+    au_csv: str | Path | None = None,
+    captions: str | Path | None = None,
+    transcript: str | Path | None = None,
+    base_dir: str | Path | None = None,
+    clip_id: str | None = None,
+) -> ClipInputs:
+    """Turn a path, a manifest row or a :class:`ClipInputs` into :class:`ClipInputs`, finding sidecars.
+
+    A manifest row is ``{"id", "media"?, "au_csv"?, "captions"?, "transcript"?}``; relative paths resolve
+    against ``base_dir``; ``"transcript"`` may be a path to a text file or the transcript text itself.
+    Explicit ``au_csv``/``captions``/``transcript`` arguments override sidecars found by name.
+    """
+    if isinstance(item, ClipInputs):
+        inputs = ClipInputs(**vars(item))
+    elif isinstance(item, Mapping):
+        inputs = _inputs_from_row(item, Path(base_dir) if base_dir else Path.cwd())
+    else:
+        inputs = _inputs_from_path(Path(item))
+    if au_csv is not None:
+        inputs.au_csv = Path(au_csv)
+    if captions is not None:
+        inputs.captions = Path(captions)
+    if transcript is not None:
+        inputs.transcript, inputs.transcript_text = Path(transcript), None
+    if clip_id:
+        inputs.clip_id = clip_id
+    for role in ("au_csv", "captions", "transcript"):
+        path = getattr(inputs, role)
+        if path is not None and not path.is_file():
+            raise InputError(path, f"{role.replace('_', ' ')} file not found")
+    return inputs
+
+
+def _inputs_from_path(path: Path) -> ClipInputs:
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if path.is_dir():
+        raise InputError(path, "is a folder; use textualize_batch for folders")
+    sidecar = _sidecar_stem(path)
+    if sidecar is not None:
+        # A sidecar given as the clip itself: the clip is its stem (with its media, if any, next to it).
+        _, stem = sidecar
+        media = _media_for_stem(path.parent, stem)
+        found = find_sidecars(media if media else path.parent / stem)
+        found[sidecar[0]] = path
+        return ClipInputs(stem, media=media, **found)
+    if path.suffix.lower() not in MEDIA_EXTENSIONS:
+        raise InputError(
+            path,
+            f"unsupported file type {path.suffix or '(none)'!r}; expected a video ({', '.join(VIDEO_EXTENSIONS)}), "
+            f"audio ({', '.join(AUDIO_EXTENSIONS)}) or a sidecar ({', '.join(s for v in SIDECAR_SUFFIXES.values() for s in v)})",
+        )
+    return ClipInputs(path.stem, media=path, **find_sidecars(path))
+
+
+def _inputs_from_row(row: Mapping[str, Any], base: Path) -> ClipInputs:
+    if "id" not in row or row["id"] in (None, ""):
+        raise InputError(None, 'manifest row has no "id"')
+
+    def resolve(value: Any) -> Path | None:
+        if value in (None, ""):
+            return None
+        p = Path(str(value)).expanduser()
+        return p if p.is_absolute() else base / p
+
+    media = resolve(row.get("media"))
+    if media is not None and not media.is_file():
+        raise InputError(media, "media file not found")
+    found = find_sidecars(media) if media is not None else {}
+    inputs = ClipInputs(str(row["id"]), media=media, **found)
+    for role in ("au_csv", "captions"):
+        if row.get(role):
+            setattr(inputs, role, resolve(row[role]))
+    text = row.get("transcript")
+    if isinstance(text, str) and text.strip():
+        candidate = resolve(text)
+        if len(text) < 1024 and "\n" not in text and candidate is not None and candidate.is_file():
+            inputs.transcript, inputs.transcript_text = candidate, None
+        else:
+            inputs.transcript, inputs.transcript_text = None, text
+    inputs.extra = {
+        k: v for k, v in row.items() if k not in {"id", "media", "au_csv", "captions", "transcript"}
+    }
+    return inputs
+
+
+def _normalise_modalities(modalities: Iterable[str] | str | None) -> tuple[str, ...]:
+    if modalities is None:
+        return DEFAULT_MODALITIES
+    if isinstance(modalities, str):
+        modalities = [m for m in modalities.split(",") if m.strip()]
+    out = []
+    for m in modalities:
+        key = m.strip().lower()
+        if key not in MODALITY_NAMES:
+            raise InputError(None, f"unknown modality {m!r}; expected some of audio, face, scene")
+        if MODALITY_NAMES[key] not in out:
+            out.append(MODALITY_NAMES[key])
+    return tuple(sorted(out, key=DEFAULT_MODALITIES.index))
+
+
+# ---------------------------------------------------------------------------------------------- transcript
+
+
+def transcript_cues(
+    text: str | None = None, path: str | Path | None = None, source: str | None = None
+) -> list[Cue]:
+    """Linguistic cues from a transcript: one ``speech`` cue per time-stamped line (``[mm:ss.s] words``, as
+    the ASR path names them), else one ``transcript`` cue for the whole text."""
+    from affectllm.textualize.scene import read_captions
+
+    if path is not None:
+        lines = read_captions(path, what="transcript lines")
+        source = source or f"transcript:{Path(path).name}"
+    else:
+        if not text or not text.strip():
+            return []
+        from affectllm.textualize.scene import Caption
+
+        lines = [Caption(" ".join(text.split()))]
+        source = source or "transcript"
+    if all(c.start is None for c in lines):
+        whole = " ".join(c.text for c in lines)
+        return [Cue(LINGUISTIC, "transcript", value=whole, source=source)]
+    return [Cue(LINGUISTIC, "speech", value=c.text, start=c.start, end=c.end, source=source) for c in lines]
+
+
+# --------------------------------------------------------------------------------------------------- cache
+
+_HASH_MEMO: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a file's content (memoised per path, size and mtime within the process)."""
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _HASH_MEMO:
+        h = hashlib.sha256()
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        _HASH_MEMO[key] = h.hexdigest()
+    return _HASH_MEMO[key]
+
+
+def cache_key(inputs: ClipInputs, options: Mapping[str, Any]) -> str:
+    """Content hash of the inputs + the options + the affectllm version (not the paths or the clip id)."""
+    material = {
+        "affectllm": __version__,
+        "format": CACHE_FORMAT,
+        "options": dict(options),
+        "inputs": {
+            role: None if getattr(inputs, role) is None else file_digest(getattr(inputs, role))
+            for role in ("media", "au_csv", "captions", "transcript")
+        },
+        "transcript_text": None
+        if inputs.transcript_text is None
+        else hashlib.sha256(inputs.transcript_text.encode("utf-8")).hexdigest(),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def cache_path(key: str) -> Path:
+    return user_cache_dir() / "textualize" / key[:2] / f"{key}.json"
+
+
+def _cache_read(key: str) -> dict[str, Any] | None:
+    path = cache_path(key)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None  # a missing or damaged entry is simply recomputed
+
+
+def _cache_write(key: str, data: dict[str, Any]) -> None:
+    path = cache_path(key)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache directory must not fail the extraction itself
+
+
+# ----------------------------------------------------------------------------------------------- one clip
+
+
+def textualize_clip(
+    path_or_row: str | Path | Mapping[str, Any] | ClipInputs,
+    modalities: Iterable[str] | str | None = DEFAULT_MODALITIES,
+    au_csv: str | Path | None = None,
+    captions: str | Path | None = None,
+    transcript: str | Path | None = None,
+    asr: str | None = "faster-whisper",
+    asr_model: str | None = None,
+    captioner: Any = None,
+    caption_model: str | None = None,
+    base_url: str | None = None,
+    num_frames: int = 8,
+    use_cache: bool = True,
+    face_options: Mapping[str, Any] | None = None,
+    run_openface: bool = False,
+    sex: str | None = None,
+    clip_id: str | None = None,
+    base_dir: str | Path | None = None,
+) -> Clip:
+    """Extract a clip's cues: acoustic + linguistic (audio), facial (AU CSV) and visual-scene (captions).
+
+    ``modalities`` toggles the extractors (``audio``, ``face``, ``scene``); a transcript sidecar or text is
+    always turned into linguistic cues. ``asr`` is an ASR engine name or ``None``/``"none"``; ``captioner``
+    is ``"openai"``, ``"transformers"`` or a captioner object (only used without a captions sidecar);
+    ``face_options`` go to :func:`~affectllm.textualize.face.face_cues_from_csv`; ``run_openface`` runs
+    OpenFace's FeatureExtraction on a video without an AU CSV when the binary is on PATH.
+    """
+    inputs = resolve_inputs(path_or_row, au_csv, captions, transcript, base_dir=base_dir, clip_id=clip_id)
+    mods = _normalise_modalities(modalities)
+    asr = None if asr in (None, "", "none") else asr
+    captioner_name = getattr(captioner, "name", captioner)
+    options = {
+        "modalities": mods,
+        "asr": asr if "audio" in mods else None,
+        "asr_model": asr_model if "audio" in mods and asr else None,
+        "sex": sex,
+        "face": dict(face_options or {}) if "face" in mods else None,
+        "run_openface": run_openface and "face" in mods,
+        "captioner": [captioner_name, caption_model, base_url, num_frames]
+        if "scene" in mods and captioner is not None and inputs.captions is None
+        else None,
+    }
+    key = cache_key(inputs, options) if use_cache else None
+    if key is not None:
+        cached = _cache_read(key)
+        if cached is not None:
+            clip = Clip.from_dict(cached)
+            clip.clip_id = inputs.clip_id
+            clip.media = None if inputs.media is None else str(inputs.media)
+            return clip
+
+    clip = _extract(
+        inputs,
+        mods,
+        asr,
+        asr_model,
+        sex,
+        captioner,
+        caption_model,
+        base_url,
+        num_frames,
+        dict(face_options or {}),
+        run_openface,
+    )
+    if key is not None:
+        _cache_write(key, clip.to_dict())
+    return clip
+
+
+def _extract(
+    inputs: ClipInputs,
+    mods: tuple[str, ...],
+    asr: str | None,
+    asr_model: str | None,
+    sex: str | None,
+    captioner: Any,
+    caption_model: str | None,
+    base_url: str | None,
+    num_frames: int,
+    face_options: dict[str, Any],
+    run_openface: bool,
+) -> Clip:
+    clip = Clip(inputs.clip_id, media=None if inputs.media is None else str(inputs.media))
+    attempted: list[str] = []
+    succeeded: list[str] = []
+    media = inputs.media
+    is_video = media is not None and media.suffix.lower() in VIDEO_EXTENSIONS
+    has_transcript = inputs.transcript is not None or inputs.transcript_text is not None
+
+    def attempt(name: str, fn) -> None:
+        attempted.append(name)
+        try:
+            fn()
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # one extractor's failure must not cost the others' evidence
+            clip.warnings.append(f"{name}: {exc}")
+        else:
+            succeeded.append(name)
+
+    info = None
+    if media is not None:
+        try:
+            from affectllm.media import probe
+
+            info = probe(media)
+            clip.duration = getattr(info, "duration", None)
+        except KeyboardInterrupt:
+            raise
+        except Exception:
+            info = None  # the extractors below report the decode problem in their own words
+
+    if has_transcript:
+
+        def run_transcript() -> None:
+            if inputs.transcript is not None:
+                cues = transcript_cues(path=inputs.transcript)
+            else:
+                cues = transcript_cues(text=inputs.transcript_text)
+            clip.cues.extend(cues)
+            clip.transcript = " ".join(str(c.value) for c in cues) or None
+
+        attempt("transcript", run_transcript)
+
+    if "audio" in mods and media is not None:
+
+        def run_audio() -> None:
+            from affectllm.media import load_audio
+            from affectllm.textualize.audio import audio_cues
+
+            if info is not None and not getattr(info, "has_audio", True):
+                raise InputError(media, "no audio stream")
+            audio = load_audio(media)
+            if clip.duration is None:
+                clip.duration = getattr(audio, "duration", None)
+            cues, spoken = audio_cues(
+                audio,
+                asr=asr,
+                asr_model=asr_model,
+                sex=sex,
+                transcript_text=clip.transcript if has_transcript else None,
+            )
+            if has_transcript:
+                # A provided transcript is authoritative; ASR still served the speaking-rate and pause cues.
+                cues = [c for c in cues if c.modality != LINGUISTIC]
+            elif spoken is not None and getattr(spoken, "text", "").strip():
+                clip.transcript = spoken.text.strip()
+            clip.cues.extend(cues)
+
+        attempt("audio", run_audio)
+
+    if "face" in mods:
+        csv = inputs.au_csv
+        if csv is None and run_openface and is_video:
+            from affectllm.textualize.face import openface_binary
+            from affectllm.textualize.face import run_openface as _run_openface
+
+            if openface_binary():
+
+                def run_of() -> None:
+                    nonlocal csv
+                    out_dir = user_cache_dir() / "openface" / file_digest(media)[:16]
+                    csv = _run_openface(media, out_dir)
+
+                attempt("openface", run_of)
+        if csv is not None:
+
+            def run_face() -> None:
+                from affectllm.textualize.face import face_cues_from_csv
+
+                clip.cues.extend(face_cues_from_csv(csv, **face_options))
+
+            attempt("face", run_face)
+
+    if "scene" in mods and (inputs.captions is not None or (captioner is not None and is_video)):
+
+        def run_scene() -> None:
+            from affectllm.textualize.scene import scene_cues
+
+            if inputs.captions is not None:
+                clip.cues.extend(scene_cues(captions=inputs.captions, duration=clip.duration))
+            else:
+                clip.cues.extend(
+                    scene_cues(
+                        media=media,
+                        captioner=captioner,
+                        caption_model=caption_model,
+                        base_url=base_url,
+                        num_frames=num_frames,
+                    )
+                )
+
+        attempt("scene", run_scene)
+
+    where = inputs.media or inputs.au_csv or inputs.captions or inputs.transcript
+    if not attempted:
+        raise InputError(
+            where or inputs.clip_id,
+            f"nothing to textualize with modalities {','.join(mods) or '(none)'}: "
+            "no media, AU CSV, captions or transcript",
+        )
+    if not succeeded:
+        raise InputError(
+            where or inputs.clip_id, "no evidence could be extracted — " + "; ".join(clip.warnings)
+        )
+    if clip.duration is None:
+        ends = [c.end for c in clip.cues if c.end is not None]
+        clip.duration = max(ends) if ends else None
+    return clip
+
+
+# ------------------------------------------------------------------------------------------------- batches
+
+
+def batch_items(source: str | Path | Sequence[Any]) -> tuple[list[Any], Path | None]:
+    """The items of a batch and the folder relative paths resolve against.
+
+    ``source``: a folder (one item per media file, plus sidecar-only stems), a JSONL manifest, or a list of
+    paths / manifest rows.
+    """
+    if not isinstance(source, (str, Path)):
+        return list(source), None
+    path = Path(source)
+    if path.is_dir():
+        return _folder_items(path), path
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        return _manifest_rows(path), path.parent
+    raise InputError(path, "expected a folder or a JSONL manifest for a batch")
+
+
+def _folder_items(folder: Path) -> list[ClipInputs]:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    media = [p for p in files if p.suffix.lower() in MEDIA_EXTENSIONS]
+    stems = [p.stem for p in media]
+    items = []
+    for p in media:
+        # Two media files with one stem (x.mp4 and x.wav) keep their full names as ids.
+        clip_id = p.stem if stems.count(p.stem) == 1 else p.name
+        items.append(ClipInputs(clip_id, media=p, **find_sidecars(p)))
+    seen = set(stems)
+    for p in files:
+        sidecar = _sidecar_stem(p)
+        if sidecar is None or sidecar[1] in seen:
+            continue
+        seen.add(sidecar[1])
+        items.append(ClipInputs(sidecar[1], **find_sidecars(folder / sidecar[1])))
+    if not items:
+        raise InputError(folder, "no media files or sidecars in the folder")
+    return items
+
+
+def _manifest_rows(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    ids: set[str] = set()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot read manifest ({exc})") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"not valid JSON ({exc.msg})", line=lineno) from None
+        if not isinstance(row, dict) or row.get("id") in (None, ""):
+            raise InputError(path, 'each line must be an object with an "id"', line=lineno)
+        if str(row["id"]) in ids:
+            raise InputError(path, f"duplicate id {row['id']!r}", line=lineno)
+        ids.add(str(row["id"]))
+        rows.append(row)
+    if not rows:
+        raise InputError(path, "empty manifest")
+    return rows
+
+
+def _item_id(item: Any) -> str:
+    if isinstance(item, ClipInputs):
+        return item.clip_id
+    if isinstance(item, Mapping):
+        return str(item.get("id"))
+    path = Path(item)
+    sidecar = _sidecar_stem(path)
+    return sidecar[1] if sidecar else path.stem
+
+
+def textualize_batch(
+    inputs: str | Path | Sequence[Any],
+    out_jsonl: str | Path,
+    progress: bool = True,
+    retry_failed: bool = True,
+    max_tokens: int | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Textualize every clip of a folder / JSONL manifest / list into a resumable JSONL file.
+
+    Each record is ``{"id", "clip", "media", "transcript", "duration", "cues", "warnings", "text"}``; a clip
+    that fails gets ``{"id", "error", "where"}`` and the batch goes on. Ids already in ``out_jsonl`` are
+    skipped (failed ones are retried unless ``retry_failed=False``). ``options`` are those of
+    :func:`textualize_clip`. Returns counts: ``total``, ``done`` (this run), ``skipped``, ``failed``.
+    """
+    from tqdm import tqdm
+
+    from affectllm.batch import ResumableJSONL
+    from affectllm.textualize.render import render_cues
+
+    items, base_dir = batch_items(inputs)
+    writer = ResumableJSONL(out_jsonl, id_key="id", retry_failed=retry_failed)
+    pending = [item for item in items if not writer.should_skip(_item_id(item))]
+    summary = {
+        "total": len(items),
+        "done": 0,
+        "skipped": len(items) - len(pending),
+        "failed": 0,
+        "out": str(out_jsonl),
+    }
+    bar = tqdm(pending, desc="textualize", unit="clip", file=sys.stderr, disable=not progress)
+    for item in bar:
+        item_id = _item_id(item)
+        bar.set_postfix_str(item_id[-30:], refresh=False)
+        try:
+            clip = textualize_clip(item, base_dir=base_dir, **options)
+            record = {"id": item_id, **clip.to_dict(), "text": render_cues(clip, max_tokens=max_tokens)}
+            writer.write(record)
+            summary["done"] += 1
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # recorded per clip; finished clips are already on disk
+            writer.write_error(item_id, exc)
+            summary["failed"] += 1
+    return summary

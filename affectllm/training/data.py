@@ -1,0 +1,506 @@
+"""Training rows from dataset rows, through the same prompt builder and answer contract as inference.
+
+``affectllm.datasets`` converts a dataset's upstream files into plain rows (``id``, ``transcript``, ``labels`` /
+``label``, ``context``, ``media``, ``rationale``, ...). This module turns them into:
+
+- SFT rows ``{"prompt": [messages], "completion": [assistant message]}`` (trl's conversational
+  prompt-completion format, so the loss covers the answer only): the prompt is
+  :func:`affectllm.prompting.build_messages` and the answer :func:`affectllm.prompting.format_answer` — exactly
+  what the model sees and the parser reads at inference.
+- GRPO rows ``{"prompt", "labels", "label", "label_set", "evidence", ...}``: the prompt plus the columns the
+  rewards read (gold labels for ``ew_f1``/``accuracy``, the clip's evidence lines for ``grounding``).
+
+Nothing is downloaded: a source names a converter and a folder of upstream files. Dev and test splits are
+refused (``allow_eval_splits`` exists for pipeline smoke tests only), and ids of ``holdout`` datasets are
+removed from every source, because e.g. the OV-MERD evaluation clips are MER2023 *train* samples.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from affectllm.errors import InputError
+from affectllm.prompting import build_messages, build_prompt_text, format_answer
+from affectllm.schema import LINGUISTIC, Clip, Cue, RationaleItem
+from affectllm.textualize.render import assign_ids, cue_line
+
+log = logging.getLogger(__name__)
+
+# Splits that evaluation reads besides each dataset's declared test splits.
+DEV_SPLITS = frozenset({"dev", "validation", "val"})
+
+# Datasets whose rows are open-vocabulary by default (multi-label or free-form gold).
+_OV_DATASETS = frozenset({"goemotions", "ovmerd", "emer", "emer-v2"})
+
+# How many pieces of evidence a derived (template) rationale cites.
+_DERIVED_CITATIONS = 3
+
+
+@dataclass
+class BuildReport:
+    """What a builder kept and dropped, per source (written into the model card)."""
+
+    kept: dict[str, int] = field(default_factory=dict)
+    dropped_holdout: dict[str, int] = field(default_factory=dict)
+    dropped_long: dict[str, int] = field(default_factory=dict)
+    dropped_unusable: dict[str, int] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    def add(self, table: dict[str, int], source: str, n: int = 1) -> None:
+        table[source] = table.get(source, 0) + n
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kept": dict(self.kept),
+            "dropped_holdout": dict(self.dropped_holdout),
+            "dropped_long": dict(self.dropped_long),
+            "dropped_unusable": dict(self.dropped_unusable),
+            "failures": list(self.failures[:50]),
+            "total": sum(self.kept.values()),
+        }
+
+
+# ------------------------------------------------------------------------------------------------ sources
+
+
+def source_dir(source: Any, root: Path) -> Path:
+    """A source's data folder: ``data_dir`` (absolute, or under ``root``), or ``root/<dataset>``."""
+    if source.data_dir:
+        path = Path(source.data_dir).expanduser()
+        return path if path.is_absolute() else root / path
+    return root / source.dataset
+
+
+def is_eval_split(dataset: str, split: str) -> bool:
+    """Whether ``split`` of ``dataset`` is read by evaluation: a dev split, or a held-out test split (or a
+    split containing one, such as OV-MERD's ``all``) as the dataset's converter declares it."""
+    from affectllm.datasets import get_dataset
+
+    return split.lower() in DEV_SPLITS or split in get_dataset(dataset).test_splits
+
+
+def load_source_rows(source: Any, root: Path, allow_eval_splits: bool = False) -> list[dict[str, Any]]:
+    """Dataset rows for one recipe data source, through ``affectllm.datasets``."""
+    from affectllm.datasets import load_dataset_rows
+
+    split = str(source.split)
+    evaluation = is_eval_split(source.dataset, split)
+    if evaluation and not allow_eval_splits:
+        raise InputError(
+            None,
+            f"data source {source.dataset!r}: split {split!r} is an evaluation split; training on it would "
+            "inflate every dev/test number (set data.allow_eval_splits only for pipeline smoke tests)",
+        )
+    options: dict[str, Any] = dict(getattr(source, "options", None) or {})
+    if source.dataset in ("meld", "emorynlp") and getattr(source, "context_turns", None) is not None:
+        options.setdefault("context_turns", source.context_turns)
+    return load_dataset_rows(source.dataset, source_dir(source, root), split, final=evaluation, **options)
+
+
+def holdout_ids(sources: Iterable[Any], root: Path) -> set[str]:
+    """Ids of every row in the holdout datasets (any split, test included: they are read to be *excluded*)."""
+    from affectllm.datasets import get_dataset, load_dataset_rows
+
+    ids: set[str] = set()
+    for source in sources:
+        options = dict(getattr(source, "options", None) or {})
+        folder = source_dir(source, root)
+        if source.split != "all":
+            rows = load_dataset_rows(source.dataset, folder, source.split, final=True, **options)
+            ids.update(str(r["id"]) for r in rows)
+            continue
+        # "all" means every split whose files exist: a user may hold only the dev half (as the shared data
+        # does) or the full release; either way each available id must be excluded.
+        found = False
+        for split in get_dataset(source.dataset).splits:
+            try:
+                rows = load_dataset_rows(source.dataset, folder, split, final=True, **options)
+            except InputError:
+                continue
+            found = True
+            ids.update(str(r["id"]) for r in rows)
+        if not found:
+            raise InputError(folder, f"holdout dataset {source.dataset!r}: no split could be read")
+    return ids
+
+
+def label_set_for(dataset: str, rows: Sequence[dict[str, Any]] = ()) -> list[str]:
+    """The closed label set of a dataset (its converter's own order), else the sorted labels seen in rows."""
+    from affectllm.datasets import DATASETS
+
+    spec = DATASETS.get(dataset)
+    if spec is not None and spec.labels:
+        return list(spec.labels)
+    return sorted({str(r["label"]) for r in rows if r.get("label")})
+
+
+def row_task(row: dict[str, Any], source_task: str | None) -> str:
+    """``"ov"`` or ``"closed"`` for a row: the source's explicit task, else the dataset's nature."""
+    if source_task:
+        return source_task
+    dataset = str(row.get("dataset") or "").lower()
+    if dataset in _OV_DATASETS or not row.get("label"):
+        return "ov"
+    return "closed"
+
+
+def load_cues_jsonl(path: str | Path) -> dict[str, Clip]:
+    """Clips from an ``affectllm textualize --json``/batch JSONL file, keyed by clip id."""
+    from affectllm.batch import read_jsonl
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "cues file not found")
+    clips: dict[str, Clip] = {}
+    try:
+        records = read_jsonl(path)
+    except ValueError as exc:
+        raise InputError(path, str(exc)) from None
+    for i, record in enumerate(records, 1):
+        if "error" in record:
+            continue
+        try:
+            clip = Clip.from_dict(record)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InputError(path, f"not a textualized clip ({exc})", line=i) from None
+        clips[clip.clip_id] = clip
+        # Batch textualize keys records by the manifest id; keep both spellings reachable.
+        if "id" in record:
+            clips[str(record["id"])] = clip
+    return clips
+
+
+def row_clip(
+    row: dict[str, Any],
+    cues: dict[str, Clip] | None = None,
+    textualize: Sequence[str] | None = None,
+) -> Clip:
+    """The Clip a prompt is built from: precomputed cues when given, media textualized when asked, else the
+    transcript alone (the text-only setting, which is how evaluation reads transcript-only datasets)."""
+    row_id = str(row["id"])
+    transcript = (row.get("transcript") or "").strip() or None
+    if cues and row_id in cues:
+        clip = cues[row_id]
+        return Clip(clip.clip_id, list(clip.cues), clip.media, transcript or clip.transcript, clip.duration)
+    if row.get("cues"):
+        return Clip(
+            row_id,
+            [c if isinstance(c, Cue) else Cue.from_dict(c) for c in row["cues"]],
+            transcript=transcript,
+        )
+    if textualize and (row.get("media") or row.get("au_csv")):
+        from affectllm.textualize import textualize_clip
+
+        # The row's transcript text (a manifest field) is used as is; the dataset's reference text replaces
+        # ASR, which saves seconds per clip and adds no recognition errors.
+        clip = textualize_clip(row, modalities=tuple(textualize), asr=None, sex=row.get("sex") or None)
+        clip.transcript = transcript or clip.transcript
+        return clip
+    return Clip(row_id, [], media=row.get("media"), transcript=transcript)
+
+
+def evidence_lines(clip: Clip) -> list[str]:
+    """The clip's evidence as the rendered lines the prompt shows (with citation ids), plus the transcript."""
+    lines = [cue_line(cid, cue) for cid, cue in assign_ids(clip.cues)]
+    if clip.transcript:
+        lines.append(f'transcript: "{clip.transcript}"')
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------- rationale
+
+
+def _short_quote(text: str, max_words: int = 12) -> str:
+    words = text.split()
+    return " ".join(words[:max_words]) + (" ..." if len(words) > max_words else "")
+
+
+# Bands that describe a reading without saying anything notable about it.
+_UNREMARKABLE = frozenset(
+    {"", "measured", "normal", "average", "typical", "moderate", "present", "medium", "none"}
+)
+
+
+def _salience(cue: Cue) -> int:
+    band = str(cue.band or "").strip().lower()
+    detail = str(cue.detail or "").strip().lower()
+    if band in _UNREMARKABLE and (not detail or detail.split(" ", 1)[0] in _UNREMARKABLE | {"level", "no"}):
+        return 1
+    return 0
+
+
+def derived_rationale(clip: Clip, max_items: int = _DERIVED_CITATIONS) -> list[RationaleItem]:
+    """A rationale that cites the clip's own evidence (for rows without a human one).
+
+    It teaches the answer format and the habit of citing real evidence lines by id — never evidence the clip
+    does not have — while the emotions come from the gold labels. What was said comes first (every row has
+    it); then, one modality at a time, the cues the extractors emitted first (their salience order), preferring
+    notable readings ("high", "falling", "very fast") over plain measurements.
+    """
+    items: list[RationaleItem] = []
+    ids = {id(cue): cid for cid, cue in assign_ids(clip.cues)}
+    if clip.transcript and not any(c.modality == LINGUISTIC for c in clip.cues):
+        items.append(RationaleItem(cue=f'says "{_short_quote(clip.transcript)}"', modality=LINGUISTIC))
+    by_modality: dict[str, list[Cue]] = {}
+    for cue in clip.cues:
+        by_modality.setdefault(cue.modality, []).append(cue)
+    for queue in by_modality.values():
+        queue.sort(key=_salience)  # stable: extractor order within each salience class
+    order = [LINGUISTIC] + [m for m in by_modality if m != LINGUISTIC]
+    while len(items) < max_items and any(by_modality.get(m) for m in order):
+        for modality in order:
+            queue = by_modality.get(modality)
+            if not queue or len(items) >= max_items:
+                continue
+            cue = queue.pop(0)
+            cid = ids[id(cue)]
+            # "pitch: low and falling (mean 180 Hz, ...)" -> "pitch: low and falling": the gist, not the numbers.
+            body = cue_line(cid, cue).split(": ", 1)[-1].split(" (", 1)[0].strip()
+            items.append(RationaleItem(cue=f"{cue.name}: {body}", modality=cue.modality, cue_id=cid))
+    return items
+
+
+def human_rationale(text: str) -> list[RationaleItem]:
+    """A human-written reasoning (EMER) split into atomic cue statements with their modality."""
+    from affectllm.metrics.rationale import split_cues
+
+    items = []
+    for atom in split_cues(text):
+        cue = str(getattr(atom, "text", atom)).strip()
+        if cue:
+            items.append(RationaleItem(cue=cue, modality=getattr(atom, "modality", None)))
+    return items
+
+
+def gold_emotions(row: dict[str, Any], task: str) -> list[str]:
+    if task == "closed":
+        return [str(row["label"])] if row.get("label") else []
+    labels = [str(x) for x in row.get("labels") or [] if str(x).strip()]
+    if not labels and row.get("label"):
+        labels = [str(row["label"])]
+    return labels
+
+
+# --------------------------------------------------------------------------------------------- tokenizing
+
+
+def prompt_token_counter(tokenizer: Any) -> Callable[[list[dict[str, Any]]], int]:
+    """Count a prompt's tokens as the trainer will see them (the chat template with the generation prompt)."""
+
+    def count(messages: list[dict[str, Any]]) -> int:
+        text = build_prompt_text(messages, tokenizer, add_generation_prompt=True)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    return count
+
+
+def text_token_counter(tokenizer: Any) -> Callable[[str], int]:
+    return lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+# --------------------------------------------------------------------------------------------- the builders
+
+
+def _sources_rows(data: Any, report: BuildReport) -> Iterable[tuple[Any, dict[str, Any], list[str]]]:
+    """(source, row, label_set) for every usable row of every source, holdout ids removed, limits applied."""
+    root = data.resolved_root()
+    excluded = holdout_ids(data.holdout, root) if data.holdout else set()
+    rng = random.Random(data.seed)
+    for source in data.sources:
+        rows = load_source_rows(source, root, allow_eval_splits=data.allow_eval_splits)
+        name = f"{source.dataset}:{source.split}"
+        kept_rows = []
+        for row in rows:
+            if str(row["id"]) in excluded:
+                report.add(report.dropped_holdout, name)
+            else:
+                kept_rows.append(row)
+        rng.shuffle(kept_rows)
+        if source.limit is not None:
+            kept_rows = kept_rows[: source.limit]
+        labels = label_set_for(source.dataset, rows)
+        for row in kept_rows:
+            yield source, row, labels
+
+
+def _cues_for(source: Any, root: Path, cache: dict[str, dict[str, Clip]]) -> dict[str, Clip] | None:
+    path = getattr(source, "cues_jsonl", None)
+    if not path:
+        return None
+    full = Path(path).expanduser()
+    full = full if full.is_absolute() else root / full
+    if str(full) not in cache:
+        cache[str(full)] = load_cues_jsonl(full)
+    return cache[str(full)]
+
+
+def _messages(
+    data: Any, clip: Clip, row: dict[str, Any], task: str, labels: list[str]
+) -> list[dict[str, Any]]:
+    return build_messages(
+        clip,
+        task=task,
+        context=row.get("context") or None,
+        labels=labels if task == "closed" else None,
+        few_shot=data.few_shot,
+        modalities=data.modalities,
+        max_cue_tokens=data.max_cue_tokens,
+        template=data.template,
+        speaker=row.get("speaker") or None,
+    )
+
+
+def _usable_clip(source: Any, row: dict[str, Any], root: Path, cache: dict, report: BuildReport, name: str):
+    try:
+        return row_clip(row, _cues_for(source, root, cache), getattr(source, "textualize", None))
+    except InputError as exc:
+        # One unreadable clip must not stop a build over thousands; it is counted and reported.
+        report.add(report.dropped_unusable, name)
+        report.failures.append(f"{row.get('id')}: {exc}")
+        return None
+
+
+def build_sft_rows(
+    data: Any,
+    tokenizer: Any = None,
+    max_length: int | None = None,
+    report: BuildReport | None = None,
+) -> list[dict[str, Any]]:
+    """SFT rows for a recipe's ``data`` section (see the module docstring).
+
+    With a ``tokenizer``, rows whose prompt exceeds ``data.max_prompt_tokens`` or whose prompt + answer exceeds
+    ``max_length`` are dropped: a truncated row would train on a cut-off answer.
+    """
+    report = report if report is not None else BuildReport()
+    count_prompt = prompt_token_counter(tokenizer) if tokenizer is not None else None
+    count_text = text_token_counter(tokenizer) if tokenizer is not None else None
+    root = data.resolved_root()
+    cache: dict[str, dict[str, Clip]] = {}
+    out: list[dict[str, Any]] = []
+    for source, row, label_set in _sources_rows(data, report):
+        name = f"{source.dataset}:{source.split}"
+        task = row_task(row, source.task)
+        emotions = gold_emotions(row, task)
+        if not emotions or (task == "closed" and not label_set):
+            report.add(report.dropped_unusable, name)
+            continue
+        clip = _usable_clip(source, row, root, cache, report, name)
+        if clip is None:
+            continue
+        if row.get("rationale"):
+            rationale, origin = human_rationale(str(row["rationale"])), "human"
+        elif source.rationale == "derived":
+            rationale, origin = derived_rationale(clip), "derived"
+        else:
+            rationale, origin = [], "none"
+        messages = _messages(data, clip, row, task, label_set)
+        answer = format_answer(emotions, rationale, task=task, clip=clip)
+        if count_prompt is not None:
+            n_prompt = count_prompt(messages)
+            too_long = data.max_prompt_tokens is not None and n_prompt > data.max_prompt_tokens
+            if max_length is not None and n_prompt + count_text(answer) + 2 > max_length:
+                too_long = True
+            if too_long:
+                report.add(report.dropped_long, name)
+                continue
+        out.append(
+            {
+                "prompt": messages,
+                "completion": [{"role": "assistant", "content": answer}],
+                "id": str(row["id"]),
+                "dataset": str(row.get("dataset") or source.dataset),
+                "task": task,
+                "rationale_source": origin,
+            }
+        )
+        report.add(report.kept, name)
+    random.Random(data.seed).shuffle(out)
+    return out
+
+
+def build_grpo_rows(
+    data: Any,
+    tokenizer: Any = None,
+    report: BuildReport | None = None,
+) -> list[dict[str, Any]]:
+    """GRPO rows: the prompt plus the reward columns ``labels``, ``label``, ``label_set``, ``evidence``.
+
+    Every row has every column (closed-set rows carry their single label in ``labels`` too, so ``ew_f1`` scores
+    them through the wheels; open-vocabulary rows have ``label=""`` so ``accuracy`` abstains). With
+    ``data.require_wheel_gold`` rows whose gold maps to no wheel word are dropped: ``ew_f1`` could not score them.
+    """
+    report = report if report is not None else BuildReport()
+    count_prompt = prompt_token_counter(tokenizer) if tokenizer is not None else None
+    root = data.resolved_root()
+    cache: dict[str, dict[str, Clip]] = {}
+    wheel_check = _wheel_gold_checker() if data.require_wheel_gold else None
+    out: list[dict[str, Any]] = []
+    for source, row, label_set in _sources_rows(data, report):
+        name = f"{source.dataset}:{source.split}"
+        task = row_task(row, source.task)
+        emotions = gold_emotions(row, "ov")
+        if not emotions or (task == "closed" and not (row.get("label") and label_set)):
+            report.add(report.dropped_unusable, name)
+            continue
+        if wheel_check is not None and task == "ov" and not wheel_check(emotions):
+            report.add(report.dropped_unusable, name)
+            continue
+        clip = _usable_clip(source, row, root, cache, report, name)
+        if clip is None:
+            continue
+        messages = _messages(data, clip, row, task, label_set)
+        too_long = (
+            count_prompt is not None
+            and data.max_prompt_tokens is not None
+            and count_prompt(messages) > data.max_prompt_tokens
+        )
+        if too_long:
+            report.add(report.dropped_long, name)
+            continue
+        out.append(
+            {
+                "prompt": messages,
+                "labels": emotions,
+                "label": str(row["label"]) if task == "closed" else "",
+                "label_set": list(label_set) if task == "closed" else [],
+                "evidence": evidence_lines(clip),
+                "id": str(row["id"]),
+                "dataset": str(row.get("dataset") or source.dataset),
+                "task": task,
+            }
+        )
+        report.add(report.kept, name)
+    random.Random(data.seed).shuffle(out)
+    return out
+
+
+def _wheel_gold_checker() -> Callable[[list[str]], bool]:
+    from affectllm.metrics.ov import sample_ew_f1
+
+    return lambda gold: sample_ew_f1(gold, gold, levels=(1,)) is not None
+
+
+def write_rows(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """Save built rows as JSONL (to inspect what a recipe trains on)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+_WS = re.compile(r"\s+")
+
+
+def preview(row: dict[str, Any], width: int = 200) -> str:
+    """A one-line preview of a built row (for logs)."""
+    prompt = row["prompt"][-1]["content"]
+    text = prompt if isinstance(prompt, str) else json.dumps(prompt)[:width]
+    return _WS.sub(" ", text)[:width]

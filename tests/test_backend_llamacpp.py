@@ -1,0 +1,65 @@
+"""The llama.cpp backend on the real embedded Gemma 3 270M GGUF (skipped without llama-cpp-python)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+
+from affectllm.backends import GenerationConfig, get_backend
+from affectllm.errors import InputError
+from affectllm.parsing import parse_answer
+from affectllm.prompting import STOP_SEQUENCES, build_messages
+from affectllm.schema import Clip, Cue
+
+CLIP = Clip(
+    "l",
+    [
+        Cue("acoustic", "loudness", detail="loud (+2.0 SD vs speaker)", start=0.0, end=2.0),
+        Cue("facial", "AU6+AU12 cheek raise and smile", detail="strong (D)", start=0.2, end=2.0),
+    ],
+    transcript="We won! We actually won!",
+)
+
+
+@pytest.fixture(scope="module")
+def backend(tmp_path_factory: pytest.TempPathFactory):
+    from affectllm.models import ensure_gemma_gguf
+
+    gguf = ensure_gemma_gguf(tmp_path_factory.mktemp("gguf"))
+    b = get_backend("llamacpp", model=str(gguf), n_ctx=4096, n_threads=1)
+    yield b
+    b.close()
+
+
+def test_prompt_is_gemma_turns_without_bos_text(backend) -> None:
+    text = backend.prompt_text(build_messages(CLIP))
+    assert text.startswith("<start_of_turn>user\nYou are an expert") and text.endswith(
+        "<start_of_turn>model\n"
+    )
+
+
+def test_generate_stream_and_stop(backend) -> None:
+    messages = build_messages(CLIP)
+    config = GenerationConfig(max_new_tokens=4)
+    out = backend.generate([messages, messages], config)
+    assert out[0] == out[1] and out[0].strip()
+    assert "".join(backend.stream(messages, config)) == out[0]
+    stop = out[0].strip()[:2]
+    cut = backend.generate([messages], GenerationConfig(max_new_tokens=4, stop=[stop]))[0]
+    assert stop not in cut
+
+
+@pytest.mark.slow
+def test_few_shot_steers_the_base_model(backend) -> None:
+    config = GenerationConfig(max_new_tokens=120, stop=list(STOP_SEQUENCES))
+    text = backend.generate([build_messages(CLIP, few_shot=True)], config)[0]
+    prediction = parse_answer(text, clip=CLIP)
+    assert prediction.emotions, text
+
+
+def test_missing_model_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="not found"):
+        get_backend("llamacpp", model=str(tmp_path / "none.gguf"))

@@ -1,0 +1,72 @@
+"""report.md and the PNG plots, from a metrics.json shaped like an `eval run` output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from affectllm.metrics import get_metric
+from affectllm.report import write_report
+
+
+def _metrics() -> dict:
+    closed = get_metric("closed_set").fn(
+        ["joy", "anger", "joy", "fear"],
+        ["joy", "anger", "sadness", "joy"],
+        labels=["joy", "anger", "sadness", "fear"],
+    )
+    ew = get_metric("ew").fn(
+        {"a": ["happy"], "b": ["angry", "sad"]}, {"a": ["happy", "excited"], "b": ["angry"]}
+    )
+    return {
+        "task": "demo",
+        "task_version": 2,
+        "dataset": "meld",
+        "split": "test",
+        "final": True,
+        "test_split": True,
+        "n_samples": 4,
+        "n_errors": 1,
+        "failed_ids": ["dia3_utt0"],
+        "metrics": {"closed_set": closed, "ew": ew, "grounding": {"error": "ValueError: no evidence"}},
+        "primary": {
+            "metric": "closed_set",
+            "key": "weighted_f1",
+            "value": closed["weighted_f1"],
+            "higher_is_better": True,
+        },
+        "ablation": {
+            "metric": "closed_set",
+            "key": "weighted_f1",
+            "full": 0.5,
+            "modalities": {
+                "acoustic": {"full": 0.5, "without": 0.3, "delta": 0.2, "n": 4, "n_errors": 0},
+                "linguistic": {"full": 0.5, "without": 0.6, "delta": -0.1, "n": 4, "n_errors": 0},
+                "facial": {"skipped": "no cues of this modality in the task's input"},
+            },
+        },
+        "run": {"backend": "transformers", "model": "tiny", "source": "transcript", "seconds": 1.5},
+    }
+
+
+def test_report_has_metrics_plots_and_final_banner(tmp_path: Path) -> None:
+    metrics = _metrics()
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
+    report = write_report(tmp_path)
+    text = report.read_text(encoding="utf-8")
+    assert "held-out test split `test`" in text
+    assert f"{metrics['metrics']['closed_set']['weighted_f1']:.4f}" in text
+    assert f"{metrics['metrics']['ew']['l1']['f']:.4f}" in text
+    assert "W3-L2" in text and "dia3_utt0" in text and "ValueError: no evidence" in text
+    assert "| acoustic | 0.5000 | 0.3000 | 0.2000 | 4 |" in text and "skipped" in text
+    for name in ("confusion_closed_set.png", "ew_wheels.png", "ablation.png"):
+        png = tmp_path / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+        assert f"]({name})" in text
+
+
+def test_report_without_plots(tmp_path: Path) -> None:
+    metrics = _metrics()
+    metrics["ablation"] = None
+    text = write_report(tmp_path, metrics, plots=False).read_text(encoding="utf-8")
+    assert "No plots (plots disabled)" in text and not list(tmp_path.glob("*.png"))

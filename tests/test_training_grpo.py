@@ -1,0 +1,76 @@
+"""A few real GRPO steps on the tiny random LM with affectllm's rewards: plain generation on a CPU."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from test_training_sft import tiny_recipe
+
+from affectllm.errors import InputError
+
+
+def test_grpo_steps_log_rewards_and_save_the_adapter(tmp_path, tiny_lm_dir):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from affectllm.rewards import parse_reward_specs
+    from affectllm.training.grpo import run_grpo
+
+    # GRPO continues an SFT adapter; an untrained one saved by peft stands in for it here.
+    sft_dir = tmp_path / "sft-adapter"
+    base = AutoModelForCausalLM.from_pretrained(tiny_lm_dir)
+    get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])).save_pretrained(
+        sft_dir
+    )
+
+    recipe = tiny_recipe(
+        tmp_path, tiny_lm_dir, "grpo", num_generations=2, max_completion_length=8, temperature=1.0
+    )
+    recipe.init_adapter = str(sft_dir)
+    recipe.rewards = parse_reward_specs(
+        {
+            "format": 0.5,
+            "ew_f1": {"weight": 1.0, "levels": [1, 2]},
+            "label_count": 0.5,
+            "length": {"max_tokens": 1},
+        }
+    )
+    result = run_grpo(recipe)
+    out = Path(recipe.output_dir)
+    assert result.global_step == 2
+    for name in ("format", "ew_f1", "label_count", "length"):
+        assert math.isfinite(result.metrics[f"rewards/{name}/mean"])
+    assert math.isfinite(result.metrics["train_loss"])
+    assert (out / "adapter_model.safetensors").is_file()
+    # The SFT adapter was continued, not replaced by a fresh LoRA with other targets.
+    import json
+
+    config = json.loads((out / "adapter_config.json").read_text(encoding="utf-8"))
+    assert sorted(config["target_modules"]) == ["q_proj", "v_proj"]
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert "GRPO LoRA adapter" in card and "ew_f1" in card
+    rows = (out / "train_rows.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(rows) == 4 and '"labels"' in rows[0] and '"evidence"' not in rows[0]  # only rewards' columns
+
+
+def test_vllm_generation_needs_gpus(tmp_path, tiny_lm_dir):
+    import torch
+
+    from affectllm.training.grpo import run_grpo
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    recipe = tiny_recipe(tmp_path, tiny_lm_dir, "grpo", use_vllm=True, num_generations=2)
+    with pytest.raises(InputError, match="use_vllm needs CUDA"):
+        run_grpo(recipe)
+
+
+def test_bad_init_adapter_is_an_input_error(tmp_path, tiny_lm_dir):
+    from affectllm.training.grpo import run_grpo
+
+    recipe = tiny_recipe(tmp_path, tiny_lm_dir, "grpo", num_generations=2, max_completion_length=4)
+    recipe.init_adapter = str(tmp_path)
+    with pytest.raises(InputError, match="not a PEFT adapter"):
+        run_grpo(recipe)
