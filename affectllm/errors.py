@@ -23,9 +23,7 @@ class MissingExtraError(ImportError):
     """An optional dependency is not installed; the message says which extra installs it."""
 
     def __init__(self, package: str, extra: str, purpose: str) -> None:
-        super().__init__(
-            f"{purpose} needs the '{package}' package: pip install 'affectllm[{extra}]'"
-        )
+        super().__init__(f"{purpose} needs the '{package}' package: pip install 'affectllm[{extra}]'")
 
 
 def require(module: str, extra: str, purpose: str):

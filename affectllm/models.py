@@ -109,6 +109,10 @@ def ensure_gemma_hf(cache_dir: str | Path | None = None, dtype: str = "bfloat16"
     _progress(f"dequantized the GGUF ({time.monotonic() - started:.0f} s); saving ...")
     config = loaded.config
     config.dtype = dtype
+    # The GGUF loader records its quantization in the config; the rebuilt weights are plain tensors, and a
+    # leftover quantization_config makes transformers refuse to train the model.
+    if getattr(config, "quantization_config", None) is not None:
+        del config.quantization_config
     model = transformers.AutoModelForCausalLM.from_config(config)
     missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
     # Tied embeddings may be reported missing for lm_head; anything else means the rebuild went wrong.

@@ -116,6 +116,12 @@ def _env():
     return _jinja_env()
 
 
+@functools.lru_cache(maxsize=128)
+def _compiled(source: str):
+    # Compiling a template costs ~40 ms; data builders render thousands of prompts from a handful of sources.
+    return _env().from_string(source)
+
+
 def _prompts_dir() -> Path:
     return asset_dir("prompts")
 
@@ -470,19 +476,15 @@ def _render_user(
         transcript = None
     if media_note:
         cues = f"{cues}\n{media_note}"
-    text = (
-        _env()
-        .from_string(tpl.user)
-        .render(
-            clip_id=clip_id,
-            cues=cues,
-            transcript=(transcript or "").strip() or None,
-            context=context,
-            labels=list(labels or []),
-            question=question,
-            speaker=speaker,
-            task=tpl.task,
-        )
+    text = _compiled(tpl.user).render(
+        clip_id=clip_id,
+        cues=cues,
+        transcript=(transcript or "").strip() or None,
+        context=context,
+        labels=list(labels or []),
+        question=question,
+        speaker=speaker,
+        task=tpl.task,
     )
     return text.strip()
 
@@ -519,9 +521,7 @@ def build_messages(
         raise ValueError("task 'closed' needs the label set (labels=[...])")
     turns = _normalize_context(context)
     contract = CLOSED_CONTRACT_TEXT if tpl.task == "closed" else CONTRACT_TEXT
-    system = (
-        _env().from_string(tpl.system).render(labels=list(labels or []), contract=contract, task=tpl.task)
-    )
+    system = _compiled(tpl.system).render(labels=list(labels or []), contract=contract, task=tpl.task)
     messages: list[dict[str, Any]] = [{"role": "system", "content": system.strip()}]
 
     n_shots = tpl.few_shot_examples if few_shot is True else int(few_shot or 0)

@@ -153,9 +153,9 @@ def cpu_bench(args: argparse.Namespace) -> dict[str, object]:
             runs[name].append((count_tokens(text), first, last))
     for name in names:
         results[name] = report(name, runs[name])
+    # The default backend's memory goes back now; the raw llama.cpp instance stays open because it is the
+    # token counter for the transformers run below.
     default.close()
-    if raw is not None:
-        raw.close()
 
     if default.name != "transformers" and not args.skip_transformers:
         hf = get_backend("transformers", model=str(models.ensure_gemma_hf()), adapter="none")
@@ -171,6 +171,8 @@ def cpu_bench(args: argparse.Namespace) -> dict[str, object]:
         finally:
             hf.close()
 
+    if raw is not None:
+        raw.close()
     base_key = "llama-cpp-python (raw baseline)"
     if base_key in results:
         base = results[base_key]["decode_tok_s"]  # type: ignore[index]

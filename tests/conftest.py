@@ -25,10 +25,18 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+# Assembled/rebuilt models are deterministic and take minutes to rebuild on a CPU: tests share the user's
+# model cache (as they would share a hub cache) unless AFFECTLLM_MODEL_CACHE points elsewhere.
+os.environ.setdefault(
+    "AFFECTLLM_MODEL_CACHE",
+    str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "affectllm" / "models"),
+)
+
+
 @pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Keep per-clip caches of one test out of the next; assembled models are shared via a session dir.
-    monkeypatch.setenv("AFFECTLLM_CACHE", str(tmp_path_factory.getbasetemp() / "affectllm-cache"))
+def _isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Per-clip textualize caches of one test must not leak into the next.
+    monkeypatch.setenv("AFFECTLLM_CACHE", str(tmp_path / "affectllm-cache"))
 
 
 @pytest.fixture(scope="session")

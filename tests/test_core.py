@@ -36,7 +36,11 @@ def test_nan_values_become_null_in_json() -> None:
 def test_clip_without_drops_modality_and_transcript() -> None:
     clip = Clip(
         "c1",
-        [Cue("acoustic", "pitch", 200.0, "Hz"), Cue("linguistic", "speech", "hello"), Cue("facial", "AU06", 1.0)],
+        [
+            Cue("acoustic", "pitch", 200.0, "Hz"),
+            Cue("linguistic", "speech", "hello"),
+            Cue("facial", "AU06", 1.0),
+        ],
         transcript="hello",
     )
     no_text = clip.without("text")
@@ -46,7 +50,9 @@ def test_clip_without_drops_modality_and_transcript() -> None:
 
 
 def test_prediction_serialises_rationale() -> None:
-    pred = Prediction(["happy"], [RationaleItem("smile", "facial", "0.4-1.8s", "F1")], "happy", format_ok=True)
+    pred = Prediction(
+        ["happy"], [RationaleItem("smile", "facial", "0.4-1.8s", "F1")], "happy", format_ok=True
+    )
     out = pred.to_dict()
     assert out["rationale"][0]["cue_id"] == "F1"
     assert "raw" not in out

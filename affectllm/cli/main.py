@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except (InputError, MissingExtraError, FileNotFoundError) as exc:
+    except (InputError, MissingExtraError, FileNotFoundError, ConnectionError) as exc:
         if args.debug or os.environ.get("AFFECTLLM_DEBUG"):
             raise
         print(f"affectllm: error: {exc}", file=sys.stderr)

@@ -34,38 +34,42 @@ def _is_adapter(path: Path) -> bool:
     return (path / "adapter_config.json").is_file()
 
 
+def _scan(root: Path, entries: list[dict[str, Any]], adapters: list[dict[str, Any]]) -> None:
+    if not root.is_dir():
+        return
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and path.suffix == ".gguf":
+            entries.append({"kind": "gguf", "path": str(path), "bytes": _size(path)})
+        elif path.is_dir() and _is_adapter(path):
+            adapters.append({"path": str(path), "bytes": _size(path)})
+        elif path.is_dir() and (path / "config.json").is_file() and any(path.glob("*.safetensors")):
+            entries.append({"kind": "transformers", "path": str(path), "bytes": _size(path)})
+
+
 def inventory() -> dict[str, Any]:
-    """What the user cache holds: assembled/rebuilt models, adapters, per-clip caches."""
+    """What the caches hold: assembled/rebuilt models, adapters, and the per-clip evidence cache."""
+    import os
+
     from affectllm import models
     from affectllm.resources import user_cache_dir
 
     root = user_cache_dir()
+    model_root = Path(os.environ.get("AFFECTLLM_MODEL_CACHE") or root / "models")
     entries: list[dict[str, Any]] = []
     adapters: list[dict[str, Any]] = []
-    if root.is_dir():
-        for path in sorted(root.rglob("*")):
-            rel = path.relative_to(root)
-            if path.is_file() and path.suffix == ".gguf":
-                entries.append({"kind": "gguf", "path": str(path), "bytes": _size(path)})
-            elif path.is_dir() and (path / "config.json").is_file() and not _is_adapter(path):
-                if any(path.glob("*.safetensors")):
-                    entries.append({"kind": "transformers", "path": str(path), "bytes": _size(path)})
-            elif path.is_dir() and _is_adapter(path):
-                adapters.append({"path": str(path), "bytes": _size(path)})
-            elif path.is_dir() and len(rel.parts) == 1 and rel.name in ("clips", "textualize", "cache"):
-                entries.append({"kind": "clip cache", "path": str(path), "bytes": _size(path)})
+    # Only the model and adapter folders are walked: the clip cache can hold many thousands of files.
+    for folder in dict.fromkeys([model_root, root / "adapters"]):
+        _scan(folder, entries, adapters)
+    clip_cache = root / "textualize"
+    if clip_cache.is_dir():
+        entries.append({"kind": "clip cache", "path": str(clip_cache), "bytes": _size(clip_cache)})
     default = models.default_adapter()
     if default is not None and str(default) not in {a["path"] for a in adapters}:
-        adapters.append(
-            {"path": str(default), "bytes": _size(Path(default)) if Path(default).exists() else 0}
-        )
-    try:
-        backend = models.default_backend()
-    except Exception as exc:  # no backend installed at all: list still works
-        backend = f"none ({exc})"
+        adapters.append({"path": str(default), "bytes": _size(Path(default))})
     return {
         "cache_dir": str(root),
-        "default_backend": backend,
+        "model_dir": str(model_root),
+        "default_backend": models.default_backend(),
         "default_adapter": None if default is None else str(default),
         "models": entries,
         "adapters": adapters,

@@ -7,8 +7,10 @@ Converters read upstream files exactly as the data cards describe them and use o
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
+import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -173,14 +175,24 @@ def parity_split(name: str) -> str:
     return "dev" if name_hash(name) % 2 == 0 else "test"
 
 
+@functools.lru_cache(maxsize=64)
+def _file_names(folder: str) -> frozenset[str]:
+    # One listing per folder instead of a stat per row and extension: converters look up tens of
+    # thousands of optional media files, mostly absent.
+    try:
+        return frozenset(entry.name for entry in os.scandir(folder) if entry.is_file())
+    except OSError:
+        return frozenset()
+
+
 def find_media(data_dir: Path, stem: str, folders: Iterable[str], exts: Iterable[str]) -> str | None:
     """The first ``folder/stem.ext`` that exists under ``data_dir`` (media are optional sidecars)."""
     for folder in folders:
         base = data_dir / folder if folder else data_dir
+        names = _file_names(str(base))
         for ext in exts:
-            path = base / f"{stem}{ext}"
-            if path.is_file():
-                return str(path)
+            if f"{stem}{ext}" in names:
+                return str(base / f"{stem}{ext}")
     return None
 
 
