@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from affectllm.errors import InputError
 
 
 class ResumableJSONL:
@@ -101,3 +103,51 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError as exc:
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
     return out
+
+
+def read_manifest(
+    path: str | Path,
+    row_id: Callable[[dict[str, Any], int], str] | None = None,
+    limit: int | None = None,
+) -> list[tuple[str, dict[str, Any]]]:
+    """``(id, row)`` for each line of a JSONL manifest, in file order (blank lines skipped).
+
+    Every line must be a JSON object with a unique id; ``row_id(row, lineno)`` derives the id (default: the
+    row's non-empty ``"id"``) and may raise :class:`InputError` itself. Bad input raises ``InputError`` naming
+    the file and line, so a batch stops before doing any work rather than half-way through.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "manifest not found")
+
+    def default_id(row: dict[str, Any], lineno: int) -> str:
+        if row.get("id") in (None, ""):
+            raise InputError(path, 'row has no "id"', line=lineno)
+        return str(row["id"])
+
+    get_id = row_id or default_id
+    rows: list[tuple[str, dict[str, Any]]] = []
+    seen: dict[str, int] = {}
+    try:
+        with path.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InputError(path, f"not valid JSON ({exc.msg})", line=lineno) from None
+                if not isinstance(row, dict):
+                    raise InputError(path, "each line must be a JSON object", line=lineno)
+                item_id = get_id(row, lineno)
+                if item_id in seen:
+                    raise InputError(
+                        path, f"duplicate id {item_id!r} (first on line {seen[item_id]})", line=lineno
+                    )
+                seen[item_id] = lineno
+                rows.append((item_id, row))
+                if limit is not None and len(rows) >= limit:
+                    break
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(path, f"cannot read manifest ({exc})") from None
+    return rows

@@ -111,6 +111,22 @@ def read_label_file_with_lines(
     duplicate or empty names and unparsable label lists.
     """
     path = Path(path)
+    text, jsonl = read_input_text(path)
+    result: dict[str, list[str]] = {}
+    lines: dict[str, int] = {}
+    if jsonl:
+        _read_jsonl(path, text, label_column, result, lines)
+    else:
+        _read_csv(path, text, label_column, "\t" if path.suffix.lower() == ".tsv" else ",", result, lines)
+    return result, lines
+
+
+def read_input_text(path: Path) -> tuple[str, bool]:
+    """The text of a CSV/TSV or JSONL input file (a BOM dropped) and whether it is JSONL.
+
+    The extension decides (``.jsonl``/``.json``/``.ndjson`` vs ``.csv``/``.tsv``); any other extension is
+    JSONL when the first non-blank character opens an object. ``InputError`` for a missing or non-UTF-8 file.
+    """
     if not path.is_file():
         raise InputError(path, "file not found")
     try:
@@ -118,15 +134,10 @@ def read_label_file_with_lines(
     except UnicodeDecodeError as exc:
         raise InputError(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     suffix = path.suffix.lower()
-    result: dict[str, list[str]] = {}
-    lines: dict[str, int] = {}
-    if suffix in (".jsonl", ".json", ".ndjson") or (
+    jsonl = suffix in (".jsonl", ".json", ".ndjson") or (
         suffix not in (".csv", ".tsv") and text.lstrip()[:1] == "{"
-    ):
-        _read_jsonl(path, text, label_column, result, lines)
-    else:
-        _read_csv(path, text, label_column, "\t" if suffix == ".tsv" else ",", result, lines)
-    return result, lines
+    )
+    return text, jsonl
 
 
 def _choose_column(path: Path, available: list[str], label_column: str | None, line: int | None) -> str:

@@ -64,29 +64,44 @@ def _cue_table(clip: Clip | Sequence[Cue] | None) -> dict[str, tuple[str, Cue]]:
     return {cid.upper(): (cid, cue) for cid, cue in assign_ids(cues)}
 
 
+class _StringScanner:
+    """Character-by-character state of a JSON-ish scan: inside a quoted string (with backslash escapes) or not.
+
+    ``single_quotes`` also treats ``'`` as a delimiter (Python-style dicts), but only at a token boundary: an
+    apostrophe inside a word ("don't") would otherwise open a string that never closes.
+    """
+
+    def __init__(self, single_quotes: bool) -> None:
+        self.single_quotes = single_quotes
+        self.quote: str | None = None
+        self._escaped = False
+
+    def outside(self, ch: str, prev: str = " ") -> bool:
+        """Feed one character; True when it is structural (outside strings and not a quote delimiter)."""
+        if self.quote:
+            if self._escaped:
+                self._escaped = False
+            elif ch == "\\":
+                self._escaped = True
+            elif ch == self.quote:
+                self.quote = None
+            return False
+        if ch == '"' or (ch == "'" and self.single_quotes and not prev.isalnum()):
+            self.quote = ch
+            return False
+        return True
+
+
 def _balanced_object(text: str, start: int) -> tuple[str, bool]:
     """The JSON-ish object starting at ``text[start] == "{"``: (text, closed). String-aware brace matching,
     so braces inside quoted cue text do not end it early."""
     depth = 0
-    quote: str | None = None
-    escaped = False
+    strings = _StringScanner(single_quotes=True)
     for i in range(start, len(text)):
         ch = text[i]
-        if quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == quote:
-                quote = None
+        if not strings.outside(ch, text[i - 1] if i > start else " "):
             continue
-        if ch in "\"'":
-            # An apostrophe inside a word ("don't") in a single-quoted dict is ambiguous; treat quotes as
-            # string delimiters only at token boundaries.
-            prev = text[i - 1] if i > start else " "
-            if ch == '"' or not prev.isalnum():
-                quote = ch
-        elif ch in "{[":
+        if ch in "{[":
             depth += 1
         elif ch in "}]":
             depth -= 1
@@ -98,26 +113,17 @@ def _balanced_object(text: str, start: int) -> tuple[str, bool]:
 def _close_truncated(fragment: str) -> str:
     """Close the strings, lists and objects a cut-off JSON fragment left open."""
     stack: list[str] = []
-    quote: str | None = None
-    escaped = False
+    strings = _StringScanner(single_quotes=False)
     for ch in fragment:
-        if quote:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == quote:
-                quote = None
+        if not strings.outside(ch):
             continue
-        if ch == '"':
-            quote = ch
-        elif ch in "{[":
+        if ch in "{[":
             stack.append("}" if ch == "{" else "]")
         elif ch in "}]" and stack:
             stack.pop()
     out = fragment
-    if quote:
-        out += quote
+    if strings.quote:
+        out += strings.quote
     out = re.sub(r"[,:\s]+$", "", out)
     # A dangling key ("...", "cue") has no value: drop it.
     out = re.sub(r',\s*"[^"]*"$', "", out)

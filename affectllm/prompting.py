@@ -25,8 +25,8 @@ from affectllm.textualize.render import assign_ids, format_time, render_cues
 
 # Tasks and the template each uses unless ``template=`` names another.
 DEFAULT_TEMPLATES: dict[str, str] = {
-    "ov": "ov_rationale.v1",
-    "closed": "closed_set.v1",
+    "ov": "ov_rationale.v2",
+    "closed": "closed_set.v2",
     "chat": "chat_followup.v1",
 }
 TASK_ALIASES: dict[str, str] = {
@@ -261,26 +261,98 @@ def _match_label(candidates: Sequence[str], labels: Sequence[str]) -> str | None
     return None
 
 
+_WORD_RE = re.compile(r"\bau0*(\d+)|[a-z]+")
+# Words every evidence block shares (headers, units, intensity letters): they say nothing about the emotion.
+_EVIDENCE_STOPWORDS = frozenset(
+    [
+        "the",
+        "and",
+        "with",
+        "from",
+        "for",
+        "this",
+        "that",
+        "vs",
+        "speaker",
+        "mean",
+        "clip",
+        "whole",
+        "onset",
+        "apex",
+        "offset",
+        "peak",
+        "measured",
+        "acoustic",
+        "facial",
+        "visual",
+        "scene",
+        "speech",
+        "content",
+        "voice",
+        "prosody",
+        "action",
+        "units",
+        "caption",
+        "transcript",
+    ]
+)
+
+
+def _evidence_features(clip: Clip) -> tuple[frozenset[str], frozenset[str]]:
+    """(facial action units as "au12", other content words) of a clip's evidence and transcript."""
+    text = (render_cues(clip) + " " + (clip.transcript or "")).lower()
+    aus: set[str] = set()
+    words: set[str] = set()
+    for match in _WORD_RE.finditer(text):
+        if match.group(1):
+            aus.add(f"au{int(match.group(1))}")
+        elif len(match.group(0)) > 2 and match.group(0) not in _EVIDENCE_STOPWORDS:
+            words.add(match.group(0))
+    return frozenset(aus), frozenset(words)
+
+
+def example_similarity(example: FewShotExample, clip: Clip) -> float:
+    """How much an example's evidence resembles the clip's, 0..2: the Jaccard overlap of their facial action
+    units (the most emotion-specific cue) plus the share of the example's content words the clip also has
+    (containment, because real evidence blocks are far longer than the hand-written examples)."""
+    ex_aus, ex_words = _evidence_features(example.clip)
+    aus, words = _evidence_features(clip)
+    au_score = len(ex_aus & aus) / len(ex_aus | aus) if ex_aus and aus else 0.0
+    word_score = len(ex_words & words) / len(ex_words) if ex_words else 0.0
+    return au_score + word_score
+
+
 def select_examples(
-    task: str, labels: Sequence[str] | None = None, count: int = 3, directory: str | Path | None = None
+    task: str,
+    labels: Sequence[str] | None = None,
+    count: int = 3,
+    directory: str | Path | None = None,
+    clip: Clip | None = None,
 ) -> list[tuple[FewShotExample, list[str]]]:
     """The examples a task's prompt shows, each with its target emotions.
 
     For a closed label set an example is used only when one of its ``closed_labels`` is in the set, so the
     demonstration never teaches a label the task does not have.
+
+    With ``clip``, the ``count`` examples whose evidence most resembles the clip's are chosen and ordered from
+    least to most similar: a small base model leans on the demonstration nearest its answer, so that one should
+    be the most relevant, and the examples (hence the answer) then change with the evidence instead of always
+    being the same first files. Ties keep file order, so prompts are deterministic.
     """
-    chosen: list[tuple[FewShotExample, list[str]]] = []
+    eligible: list[tuple[FewShotExample, list[str]]] = []
     for example in load_examples(directory):
-        if len(chosen) >= count:
-            break
         if task == "closed":
             label = _match_label(example.closed_labels, labels or [])
-            if label is None:
-                continue
-            chosen.append((example, [label]))
+            if label is not None:
+                eligible.append((example, [label]))
         else:
-            chosen.append((example, list(example.emotions)))
-    return chosen
+            eligible.append((example, list(example.emotions)))
+    if clip is None:
+        return eligible[:count]
+    ranked = sorted(range(len(eligible)), key=lambda i: (-example_similarity(eligible[i][0], clip), i))[
+        :count
+    ]
+    return [eligible[i] for i in reversed(ranked)]
 
 
 # ------------------------------------------------------------------------------------------ answer contract
@@ -526,7 +598,7 @@ def build_messages(
 
     n_shots = tpl.few_shot_examples if few_shot is True else int(few_shot or 0)
     if n_shots > 0:
-        for example, target in select_examples(tpl.task, labels, n_shots):
+        for example, target in select_examples(tpl.task, labels, n_shots, clip=clip):
             user = _render_user(
                 tpl, example.clip, None, example.context, labels, None, modalities, max_cue_tokens
             )
@@ -600,6 +672,7 @@ __all__ = [
     "answer_json_schema",
     "build_messages",
     "build_prompt_text",
+    "example_similarity",
     "format_answer",
     "list_templates",
     "load_examples",

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_models import tiny_model_args
 
 from affectllm.cli.main import main
 
@@ -23,24 +24,11 @@ def transcript_clip(tmp_path: Path) -> Path:
     return path
 
 
-def _model_args(tiny_lm_dir: Path) -> list[str]:
-    return [
-        "--backend",
-        "transformers",
-        "--model",
-        str(tiny_lm_dir),
-        "--adapter",
-        "none",
-        "--max-tokens",
-        "8",
-    ]
-
-
 def test_one_shot_json_prints_exactly_the_contract(tiny_lm_dir, transcript_clip, tmp_path):
     env = {**os.environ, "AFFECTLLM_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "affectllm", "chat", str(transcript_clip), "What is she feeling?", "--json",
-         *_model_args(tiny_lm_dir)],
+         *tiny_model_args(tiny_lm_dir, 8)],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -53,7 +41,7 @@ def test_one_shot_json_prints_exactly_the_contract(tiny_lm_dir, transcript_clip,
 
 
 def test_one_shot_without_json_streams_the_reply(tiny_lm_dir, transcript_clip, capsys):
-    assert main(["chat", str(transcript_clip), "Why?", *_model_args(tiny_lm_dir)]) == 0
+    assert main(["chat", str(transcript_clip), "Why?", *tiny_model_args(tiny_lm_dir, 8)]) == 0
     assert capsys.readouterr().out.strip()
 
 
@@ -61,7 +49,7 @@ def test_repl_over_stdin(tiny_lm_dir, transcript_clip, tmp_path, monkeypatch, ca
     md, js = tmp_path / "out.md", tmp_path / "out.json"
     script = f"/cues\n/help\n/nope\nWhy do you say that?\n\n/save {md}\n/save {js}\nexit\nnever read\n"
     monkeypatch.setattr(sys, "stdin", io.StringIO(script))
-    assert main(["chat", str(transcript_clip), "--task", "chat", *_model_args(tiny_lm_dir)]) == 0
+    assert main(["chat", str(transcript_clip), "--task", "chat", *tiny_model_args(tiny_lm_dir, 8)]) == 0
     out = capsys.readouterr().out
     assert 'L1 [whole clip] transcript: "No way, is this for me?' in out  # /cues shows the evidence
     assert "/save [FILE]" in out and "unknown command /nope" in out
@@ -75,14 +63,14 @@ def test_repl_over_stdin(tiny_lm_dir, transcript_clip, tmp_path, monkeypatch, ca
 
 def test_repl_ends_on_eof(tiny_lm_dir, transcript_clip, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
-    assert main(["chat", str(transcript_clip), *_model_args(tiny_lm_dir)]) == 0
+    assert main(["chat", str(transcript_clip), *tiny_model_args(tiny_lm_dir, 8)]) == 0
 
 
 def test_example_clip_with_sidecars(tiny_lm_dir, capsys):
     """The shipped example: AU CSV and captions sidecars are found next to the video."""
     clip = REPO / "examples" / "surprise_joy.mp4"
     # face only: the scene captions' de-duplication loads a sentence embedder, too slow for the default suite
-    assert main(["chat", str(clip), "--json", "--modalities", "face", *_model_args(tiny_lm_dir)]) == 0
+    assert main(["chat", str(clip), "--json", "--modalities", "face", *tiny_model_args(tiny_lm_dir, 8)]) == 0
     assert set(json.loads(capsys.readouterr().out)) == {"emotions", "rationale", "answer"}
 
 

@@ -11,23 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny_models import tiny_model_args
 
 from affectllm.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _model_args(tiny_lm_dir: Path) -> list[str]:
-    return [
-        "--backend",
-        "transformers",
-        "--model",
-        str(tiny_lm_dir),
-        "--adapter",
-        "none",
-        "--max-tokens",
-        "6",
-    ]
 
 
 def _write_manifest(tmp_path: Path, n: int = 5) -> Path:
@@ -61,7 +49,7 @@ def test_predict_writes_one_record_per_clip_and_records_failures(tiny_lm_dir, tm
     manifest = _write_manifest(tmp_path)
     out = tmp_path / "pred.jsonl"
     argv = ["predict", "--data", str(manifest), "--out", str(out), "--batch-size", "3", "--no-progress"]
-    assert main([*argv, *_model_args(tiny_lm_dir)]) == 0
+    assert main([*argv, *tiny_model_args(tiny_lm_dir, 6)]) == 0
     records = {r["name"]: r for r in _lines(out)}
     assert list(records) == ["t0", "t1", "t2", "t3", "t4", "cues1", "broken"]  # manifest order
     for name in ["t0", "cues1"]:
@@ -74,10 +62,10 @@ def test_predict_writes_one_record_per_clip_and_records_failures(tiny_lm_dir, tm
 
     # A rerun has nothing left but the failure, retries it, and still writes each name once; every clip it
     # tried failed, which the exit status says (a wrong server URL looks like this too).
-    assert main([*argv, *_model_args(tiny_lm_dir)]) == 1
+    assert main([*argv, *tiny_model_args(tiny_lm_dir, 6)]) == 1
     assert [r["name"] for r in _lines(out)] == list(records)
     assert "0 predicted, 1 failed, 6 already done" in capsys.readouterr().err
-    assert main([*argv, "--skip-failed", *_model_args(tiny_lm_dir)]) == 0
+    assert main([*argv, "--skip-failed", *tiny_model_args(tiny_lm_dir, 6)]) == 0
     assert "already in" in capsys.readouterr().err
 
 
@@ -91,7 +79,7 @@ def test_resume_after_a_crash_keeps_finished_work(tiny_lm_dir, tmp_path, capsys)
     ]
     out.write_text("".join(json.dumps(r) + "\n" for r in finished) + '{"name": "t2", "lab', encoding="utf-8")
     argv = ["predict", "--data", str(manifest), "--out", str(out), "--no-progress", "--limit", "4"]
-    assert main([*argv, *_model_args(tiny_lm_dir)]) == 0
+    assert main([*argv, *tiny_model_args(tiny_lm_dir, 6)]) == 0
     records = {r["name"]: r for r in _lines(out)}
     assert list(records) == ["t0", "t1", "t2", "t3"]
     # Finished clips were skipped, not redone: their (sentinel) labels survive.
@@ -106,7 +94,7 @@ def test_kill_mid_run_then_resume(tiny_lm_dir, tmp_path):
     manifest = _write_manifest(tmp_path, n)
     out = tmp_path / "pred.jsonl"
     cmd = [sys.executable, "-m", "affectllm", "predict", "--data", str(manifest), "--out", str(out),
-           "--batch-size", "1", "--no-progress", *_model_args(tiny_lm_dir)]  # fmt: skip
+           "--batch-size", "1", "--no-progress", *tiny_model_args(tiny_lm_dir, 6)]  # fmt: skip
     env = {**os.environ, "AFFECTLLM_CACHE": str(tmp_path / "cache")}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -135,7 +123,7 @@ def test_output_is_scored_by_eval_ov(tiny_lm_dir, tmp_path, capsys):
     manifest = _write_manifest(tmp_path, 3)
     out = tmp_path / "pred.jsonl"
     assert main(["predict", "--data", str(manifest), "--out", str(out), "--no-progress",
-                 *_model_args(tiny_lm_dir)]) == 0  # fmt: skip
+                 *tiny_model_args(tiny_lm_dir, 6)]) == 0  # fmt: skip
     gold = tmp_path / "gold.jsonl"
     names = [r["name"] for r in _lines(out)]
     gold.write_text("".join(json.dumps({"name": n, "labels": ["surprised", "happy"]}) + "\n" for n in names))

@@ -232,6 +232,7 @@ def test_cli_closed_table_and_json(tmp_path: Path, capsys: pytest.CaptureFixture
     captured = capsys.readouterr()
     assert "accuracy" in captured.out and "confusion matrix" in captured.out and "(other)" in captured.out
     assert "1 gold names have no prediction" in captured.err
+    assert "gold.csv:5: 'd' has no prediction" in captured.err
     result = json.loads(out.read_text())
     assert result["accuracy"] == 0.5  # a, b right (b by its first label); c wrong; d missing
     assert result["multi_label_predictions"] == 1
@@ -246,7 +247,7 @@ def test_cli_closed_labels_option_and_hit_rate(tmp_path: Path, capsys: pytest.Ca
     result = json.loads(capsys.readouterr().out)
     assert result["hit_rate"] == 0.5
     assert (
-        main(["eval", "closed", "--pred", str(pred), "--gold", str(gold), "--labels", "sad,happy,neutral"])
+        main(["eval", "closed", "--pred", str(pred), "--gold", str(gold), "--labels", "Sad, happy,neutral"])
         == 0
     )
     table = capsys.readouterr().out

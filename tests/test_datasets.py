@@ -17,6 +17,20 @@ MELD_HEADER = (
 )
 
 
+# Where each dataset's upstream files lie in ../shared/data (CREMA-D is not there); shared by the tests that
+# run every shipped task and check the recipes against them.
+SHARED_DIRS = {
+    "mer2023": "mer2023",
+    "ovmerd": "ovmerd",
+    "emer": "emer",
+    "meld": "meld",
+    "emorynlp": "emorynlp",
+    "goemotions": "goemotions",
+    "emodb": "audio/emodb",
+    "ravdess": "audio/ravdess",
+}
+
+
 def write_meld(folder: Path, name: str = "dev_sent_emo.csv", encoding: str = "utf-8") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rows = [
@@ -204,23 +218,54 @@ def test_speech_corpora_labels_from_file_names(tmp_path: Path) -> None:
     for name in ("03a01Fa.wav", "16b10Wb.wav"):
         (tmp_path / "emodb" / "wav").mkdir(parents=True, exist_ok=True)
         (tmp_path / "emodb" / "wav" / name).write_bytes(b"")
-    emodb = {r["id"]: r for r in load_dataset_rows("emodb", tmp_path / "emodb", "all")}
+    emodb = {r["id"]: r for r in load_dataset_rows("emodb", tmp_path / "emodb", "all", final=True)}
     assert emodb["03a01Fa"]["label"] == "happiness" and emodb["16b10Wb"]["label"] == "anger"
     assert emodb["03a01Fa"]["transcript"] == "Der Lappen liegt auf dem Eisschrank."
     actor = tmp_path / "ravdess" / "Actor_12"
     actor.mkdir(parents=True)
     (actor / "03-01-05-02-02-01-12.wav").write_bytes(b"")
     (actor / "03-02-03-01-01-01-12.wav").write_bytes(b"")  # song: skipped by default
-    rav = load_dataset_rows("ravdess", tmp_path / "ravdess", "all")
+    rav = load_dataset_rows("ravdess", tmp_path / "ravdess", "train")
     assert [(r["label"], r["sex"], r["intensity"]) for r in rav] == [("angry", "female", "strong")]
     assert rav[0]["media"].endswith(".wav") and rav[0]["transcript"] == "Dogs are sitting by the door."
     (tmp_path / "crema" / "AudioWAV").mkdir(parents=True)
     (tmp_path / "crema" / "AudioWAV" / "1001_DFA_ANG_XX.wav").write_bytes(b"")
-    crema = load_dataset_rows("cremad", tmp_path / "crema", "all")
+    crema = load_dataset_rows("cremad", tmp_path / "crema", "dev")
     assert crema[0]["label"] == "anger" and crema[0]["transcript"] == "Don't forget a jacket."
     (tmp_path / "crema" / "AudioWAV" / "notes.wav").write_bytes(b"")
     with pytest.raises(InputError, match=r"notes\.wav"):
-        load_dataset_rows("cremad", tmp_path / "crema", "all")
+        load_dataset_rows("cremad", tmp_path / "crema", "dev")
+
+
+def test_speech_splits_are_speaker_independent(tmp_path: Path) -> None:
+    """train and dev never share a speaker; "all" is their union and, holding dev, needs final=True."""
+    from affectllm.datasets.speech import speaker_split
+
+    names = {
+        "emodb": ["13a01Fa.wav", "15b10Wb.wav", "03a01Ta.wav", "16a02Na.wav"],
+        "ravdess": ["03-01-05-02-02-01-01.wav", "03-01-04-01-01-01-04.wav", "03-01-03-01-01-01-05.wav"],
+        "cremad": [
+            "1001_DFA_ANG_XX.wav",
+            "1018_IEO_SAD_HI.wav",
+            "1019_IEO_HAP_LO.wav",
+            "1091_TAI_FEA_MD.wav",
+        ],
+    }
+    expected_dev = {"emodb": 2, "ravdess": 2, "cremad": 2}
+    for dataset, files in names.items():
+        folder = tmp_path / dataset
+        folder.mkdir()
+        for name in files:
+            (folder / name).write_bytes(b"")
+        train = load_dataset_rows(dataset, folder, "train")
+        dev = load_dataset_rows(dataset, folder, "dev")
+        assert len(dev) == expected_dev[dataset] and len(train) + len(dev) == len(files), dataset
+        assert not {r["speaker"] for r in train} & {r["speaker"] for r in dev}, dataset
+        assert all(speaker_split(dataset, r["speaker"]) == "dev" for r in dev)
+        assert {r["split"] for r in dev} == {"dev"}
+        with pytest.raises(InputError, match="final"):
+            load_dataset_rows(dataset, folder, "all")
+        assert len(load_dataset_rows(dataset, folder, "all", final=True)) == len(files)
 
 
 def test_manifest_jsonl_relative_media_and_duplicates(tmp_path: Path) -> None:
@@ -280,11 +325,16 @@ def test_shared_meld_emorynlp_goemotions(shared_data: Path) -> None:
 
 
 def test_shared_speech(shared_data: Path) -> None:
-    emodb = load_dataset_rows("emodb", shared_data / "audio" / "emodb", "all")
+    emodb = load_dataset_rows("emodb", shared_data / "audio" / "emodb", "all", final=True)
     assert len(emodb) == 21 and all(Path(r["media"]).is_file() for r in emodb)
+    # Speakers 13 and 15 are the dev speakers: 6 of the shared 21 files, 6 of the 7 emotions.
+    dev = load_dataset_rows("emodb", shared_data / "audio" / "emodb", "dev")
+    train = load_dataset_rows("emodb", shared_data / "audio" / "emodb", "train")
+    assert (len(dev), len(train)) == (6, 15) and {r["speaker"] for r in dev} == {"13", "15"}
+    assert len({r["label"] for r in dev}) == 6
     from affectllm.datasets.speech import EMODB_CODES
 
     # labels.csv and the file-name code agree on every file.
     assert all(EMODB_CODES[r["id"][5]] == r["label"] for r in emodb)
-    ravdess = load_dataset_rows("ravdess", shared_data / "audio" / "ravdess", "all")
+    ravdess = load_dataset_rows("ravdess", shared_data / "audio" / "ravdess", "dev")
     assert [r["label"] for r in ravdess] == ["neutral"]

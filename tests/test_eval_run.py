@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_datasets import write_meld
+from test_datasets import SHARED_DIRS, write_meld
 
 from affectllm.cli.main import main
 
@@ -228,3 +228,32 @@ def test_eval_run_embedded_default_on_meld_dev(shared_data: Path, tmp_path: Path
     # The base 270M model may not follow the contract, but whatever it answers is parsed onto the label set.
     labels = {"neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"}
     assert all(r["prediction"]["raw"] and set(r["prediction"]["emotions"]) <= labels for r in records)
+
+
+def test_every_shipped_task_runs_end_to_end(shared_data: Path, tiny_lm: Path, tmp_path: Path) -> None:
+    """Each task in eval/ on 2 dev samples of its dataset with the tiny model: predictions for every sample
+    (speech tasks through the real audio textualizer), scored metrics and the task's primary number."""
+    import shutil
+
+    from affectllm.tasks import list_tasks, load_task
+
+    crema = tmp_path / "crema" / "AudioWAV"
+    crema.mkdir(parents=True)
+    shutil.copy(shared_data / "audio" / "emodb" / "13a04Wc.wav", crema / "1001_DFA_ANG_XX.wav")
+    for name in sorted(list_tasks()):
+        task = load_task(name)
+        data = shared_data / SHARED_DIRS[task.dataset] if task.dataset != "cremad" else crema.parent
+        out = tmp_path / name
+        args = ["eval", "run", "--task", name, "--data-dir", str(data), "-o", str(out), "--limit", "2"]
+        assert main([*args, "--model", str(tiny_lm), "--no-plots", *MODEL]) == 0, name
+        records = _lines(out / "predictions.jsonl")
+        assert len(records) == min(2, len(records)) and records, name
+        assert all("error" not in r for r in records), (name, [r.get("error") for r in records])
+        if task.source == "media":
+            assert all(r["evidence"] for r in records), name  # the acoustic cues were shown
+        metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+        assert metrics["split"] == "dev" and metrics["final"] is False, name
+        assert set(metrics["metrics"]) == {m.name for m in task.metrics}, name
+        # Hit rate is undefined for "neutral" gold (outside the wheels), which the first dev rows may all be.
+        undefined_ok = task.metrics[0].name in ("rationale", "hit_rate")
+        assert metrics["primary"]["value"] is not None or undefined_ok, name

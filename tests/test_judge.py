@@ -206,22 +206,15 @@ def test_judge_against_llama_cpp_server_with_gemma(tmp_path: Path) -> None:
     models = pytest.importorskip("affectllm.models")
     gguf = models.ensure_gemma_gguf()
     port = _free_port()
+    options = {
+        "--model": gguf,
+        "--host": "127.0.0.1",
+        "--port": port,
+        "--n_ctx": 2048,
+        "--model_alias": "gemma",
+    }
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(gguf),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--n_ctx",
-            "2048",
-            "--model_alias",
-            "gemma",
-        ],
+        [sys.executable, "-m", "llama_cpp.server", *(str(x) for pair in options.items() for x in pair)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},

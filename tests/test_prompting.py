@@ -41,11 +41,12 @@ def clip() -> Clip:
 
 def test_templates_ship_and_load() -> None:
     ids = list_templates()
-    assert {"ov_rationale.v1", "closed_set.v1", "chat_followup.v1"} <= set(ids)
+    assert {"ov_rationale.v1", "ov_rationale.v2", "closed_set.v2", "chat_followup.v1"} <= set(ids)
     tpl = load_template(task="ov")
-    assert tpl.id == "ov_rationale.v1" and tpl.task == "ov"
-    # A bare name picks the newest version.
-    assert load_template("closed_set").id == "closed_set.v1"
+    assert tpl.id == "ov_rationale.v2" and tpl.task == "ov"
+    # A bare name picks the newest version; an id pins an older one (earlier runs stay reproducible).
+    assert load_template("closed_set").id == "closed_set.v2"
+    assert load_template("ov_rationale.v1").version == 1
 
 
 def test_ov_messages_render_cues_transcript_and_contract(clip: Clip) -> None:
@@ -63,7 +64,8 @@ def test_dialogue_context_and_question(clip: Clip) -> None:
     context = [{"speaker": "Ross", "text": "Surprise!"}, {"role": "Rachel", "content": "Oh my god."}, "Hi."]
     user = build_messages(clip, context=context, question="Is she pleased?")[1]["content"]
     assert "Dialogue so far:\nRoss: Surprise!\nRachel: Oh my god.\nSpeaker: Hi." in user
-    assert user.endswith("Is she pleased?")
+    # v2: the question comes first, the clip's evidence last (nearest the answer).
+    assert user.startswith("Is she pleased?") and user.endswith("\"I can't believe you're here!\"")
     assert user.index("Dialogue so far") < user.index("Evidence from clip")
 
 
@@ -97,7 +99,8 @@ def test_few_shot_turns_use_the_contract(clip: Clip) -> None:
     roles = [m["role"] for m in messages]
     assert roles[0] == "system" and roles[-1] == "user"
     assert roles[1:-1] == ["user", "assistant"] * load_template(task="ov").few_shot_examples
-    examples = load_examples()
+    n_shots = load_template(task="ov").few_shot_examples
+    examples = [example for example, _ in select_examples("ov", count=n_shots, clip=clip)]
     for (user, assistant), example in zip(
         zip(messages[1:-1:2], messages[2:-1:2], strict=True), examples, strict=False
     ):
@@ -223,3 +226,21 @@ def test_json_schema_matches_contract(clip: Clip) -> None:
     assert schema["properties"]["emotions"]["items"]["enum"] == LABELS
     payload = json.loads(format_answer(["sad"], [{"id": "A1", "cue": "low"}], clip=clip)[8:-9])
     assert set(payload) <= set(schema["properties"]) and set(schema["required"]) <= set(payload)
+
+
+def test_examples_follow_the_evidence_most_similar_last() -> None:
+    """With a clip, few-shot examples are chosen by resemblance to its evidence and the closest comes last,
+    so a base model's nearest demonstration matches the clip (and changes when the evidence changes)."""
+    angry = Clip("angry", [Cue("facial", "AU4+AU7 brow lowerer and lid tightener", None, None, "strong (D)"),
+                           Cue("acoustic", "loudness", None, None, "very loud, shouting")],
+                 transcript="This is the third time, nobody ever calls me back!")  # fmt: skip
+    sad = Clip("sad", [Cue("facial", "AU1+AU15 inner brow raise and lip corner depressor", None, None, "D"),
+                       Cue("acoustic", "pitch", None, None, "low and flat")],
+               transcript="The house just feels empty now.")  # fmt: skip
+    last = {c.clip_id: select_examples("ov", count=3, clip=c)[-1][0].example_id for c in (angry, sad)}
+    assert last == {"angry": "fs-complaint", "sad": "fs-loss"}
+    assert len(select_examples("ov", count=2, clip=angry)) == 2
+    # The prompt's last few-shot answer is the most similar example's; the clip's evidence ends the prompt.
+    messages = build_messages(angry, few_shot=2)
+    assert '"angry"' in messages[-2]["content"]
+    assert messages[-1]["content"].rstrip().endswith('"This is the third time, nobody ever calls me back!"')

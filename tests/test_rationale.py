@@ -12,6 +12,7 @@ import pytest
 from affectllm.cli.main import main
 from affectllm.metrics import get_metric
 from affectllm.metrics.rationale import (
+    CALIBRATION_CUES,
     DEFAULT_GROUNDING_THRESHOLD,
     AtomicCue,
     calibrate_grounding_threshold,
@@ -34,18 +35,11 @@ EMER_STYLE = (
     "his emotional state is surprise."
 )
 
+# Two cues as the calibration set words them (a loud voice, a marked AU12), plus two of the test's own.
+_CALIBRATION = {(cue.name, cue.band): cue for _, cue, _ in CALIBRATION_CUES}
 EVIDENCE = [
-    Cue("acoustic", "loudness", 0.9, None, "high", detail="loud (+2.1 SD vs speaker)"),
-    Cue(
-        "facial",
-        "AU12 lip corner puller",
-        2.31,
-        "intensity 0-5",
-        "C",
-        0.4,
-        1.8,
-        detail="marked (C), peak 2.31",
-    ),
+    _CALIBRATION["loudness", "high"],
+    _CALIBRATION["AU12 lip corner puller", "C"],
     Cue("facial", "AU09 nose wrinkler", 1.9, "intensity 0-5", "B", 1.0, 1.6, detail="slight (B), peak 1.90"),
     Cue("linguistic", "transcript", "We won! We actually won the final!", start=0.0, end=2.0),
 ]
@@ -335,6 +329,16 @@ def test_cli_rationale_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[s
         == 2
     )
     assert "cues.jsonl:1: bad evidence for 'a'" in capsys.readouterr().err
+    numeric = tmp_path / "pred.jsonl"
+    numeric.write_text('{"name": "a", "rationale": "He shouts."}\n{"name": "a2", "rationale": 3}\n', "utf-8")
+    ref2 = tmp_path / "ref2.csv"
+    ref2.write_text("name,rationale\na,He shouts.\na2,She smiles.\n", encoding="utf-8")
+    assert main(["eval", "rationale", "--pred", str(numeric), "--ref", str(ref2)]) == 2
+    assert "pred.jsonl:2: unreadable rationale for 'a2'" in capsys.readouterr().err
+    short = tmp_path / "short.csv"
+    short.write_text("name,rationale,extra\na,He shouts.,x\na2\n", encoding="utf-8")
+    assert main(["eval", "rationale", "--pred", str(short), "--ref", str(ref2)]) == 2
+    assert "short.csv:3: fewer cells than header columns" in capsys.readouterr().err
 
 
 def test_atomic_cue_is_hashable_value() -> None:

@@ -271,26 +271,16 @@ def build_tiny_captioner(directory: Path) -> Path:
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="[PAD]", bos_token="[BOS]", eos_token="[EOS]", unk_token="[UNK]"
     )
+    # Encoder and decoder share one width, so cross-attention needs no projection.
+    width, heads, image = 32, 2, 32
     encoder = ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=32,
-        patch_size=8,
-    )
+        hidden_size=width, num_hidden_layers=1, num_attention_heads=heads, intermediate_size=2 * width,
+        image_size=image, patch_size=image // 4,
+    )  # fmt: skip
     decoder = GPT2Config(
-        vocab_size=len(words),
-        n_embd=32,
-        n_layer=1,
-        n_head=2,
-        n_positions=64,
-        bos_token_id=1,
-        eos_token_id=2,
-        pad_token_id=0,
-        add_cross_attention=True,
-        is_decoder=True,
-    )
+        vocab_size=len(words), n_embd=width, n_layer=1, n_head=heads, n_positions=64, bos_token_id=1,
+        eos_token_id=2, pad_token_id=0, add_cross_attention=True, is_decoder=True,
+    )  # fmt: skip
     config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
     config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = 1, 0, 2
     torch.manual_seed(0)
@@ -300,7 +290,7 @@ def build_tiny_captioner(directory: Path) -> Path:
     gen.suppress_tokens = [0, 1, 2, 3]  # random weights: force real words so the caption is not empty
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
-    ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(directory)
+    ViTImageProcessor(size={"height": image, "width": image}).save_pretrained(directory)
     return directory
 
 

@@ -166,7 +166,7 @@ def test_shipped_recipes_all_load():
         assert recipe.output_dir
         assert recipe.data.sources, path
         for source in recipe.data.sources:
-            assert source.split not in ("dev", "test", "all") or source.dataset in ("emodb", "ravdess"), path
+            assert source.split == "train", path
 
 
 def test_cli_prints_the_resolved_recipe_with_overrides(tmp_path, capsys):

@@ -114,7 +114,57 @@ def test_eval_splits_are_refused_and_holdout_ids_removed(manifest):
     assert build_sft_rows(args, report=report) == []
     assert report.dropped_holdout == {"manifest:train": 4}
     assert is_eval_split("meld", "test") and is_eval_split("ovmerd", "all") and is_eval_split("meld", "dev")
-    assert not is_eval_split("emodb", "all") and not is_eval_split("meld", "train")
+    assert is_eval_split("emodb", "all") and is_eval_split("ravdess", "dev")
+    assert not is_eval_split("emodb", "train") and not is_eval_split("meld", "train")
+
+
+_MER_FAMILY = {"mer2023", "ovmerd", "emer"}  # one pool of sample names: OV-MERD/EMER are MER2023 train clips
+_SPEECH = {"emodb", "ravdess", "cremad"}
+
+
+def _contamination_keys(dataset: str, rows: list[dict]) -> set[tuple]:
+    """What must never be shared between training and evaluation: a MER sample name, a speech corpus's
+    speaker, or (for corpora with official splits, whose ids restart per split) the split itself."""
+    if dataset in _MER_FAMILY:
+        return {("mer", str(r["id"])) for r in rows}
+    if dataset in _SPEECH:
+        return {(dataset, "speaker", str(r["speaker"])) for r in rows}
+    return {(dataset, str(r["split"]), str(r["id"])) for r in rows}
+
+
+def test_no_recipe_trains_on_what_a_task_evaluates(shared_data):
+    from test_datasets import SHARED_DIRS
+
+    """Every shipped recipe's training rows (after its holdout) against every shipped task's rows, on the
+    shared data: no MER sample, no speaker of a speech corpus, no split may be on both sides."""
+    from affectllm.tasks import list_tasks, load_task, task_rows
+    from affectllm.training.config import load_recipe
+    from affectllm.training.data import holdout_ids, load_source_rows
+
+    repo = Path(__file__).resolve().parents[1]
+    evaluated: dict[tuple, str] = {}
+    for name in list_tasks():
+        task = load_task(name)
+        if task.dataset not in SHARED_DIRS:
+            continue
+        rows = task_rows(task, shared_data / SHARED_DIRS[task.dataset])
+        for key in _contamination_keys(task.dataset, rows):
+            evaluated.setdefault(key, name)
+    assert len(evaluated) > 1000
+    recipes = sorted((repo / "train" / "recipes").glob("*/*/*.yaml"))
+    assert recipes
+    for path in recipes:
+        recipe = load_recipe(path, path.parent.name)
+        excluded = holdout_ids(recipe.data.holdout, shared_data)
+        for source in recipe.data.sources:
+            if source.dataset not in SHARED_DIRS:
+                continue
+            source.data_dir = SHARED_DIRS[source.dataset]
+            rows = [r for r in load_source_rows(source, shared_data) if str(r["id"]) not in excluded]
+            leaked = _contamination_keys(source.dataset, rows) & set(evaluated)
+            assert not leaked, (
+                f"{path}: {source.dataset} trains on {sorted(leaked)[:3]} (task {evaluated[min(leaked)]})"
+            )
 
 
 def test_prompt_length_filter_with_a_tokenizer(manifest, tiny_lm_dir):

@@ -77,7 +77,7 @@ def test_sft_steps_save_adapter_card_and_resume(tmp_path, tiny_lm_dir, caplog):
 
     # Asking for one more step resumes from checkpoint-2 instead of starting over.
     recipe.trainer["max_steps"] = 3
-    with caplog.at_level(logging.INFO, logger="affectllm.training.sft"):
+    with caplog.at_level(logging.INFO, logger="affectllm.training"):
         again = run_sft(recipe)
     assert any("resuming from" in r.message and "checkpoint-2" in r.message for r in caplog.records)
     assert again.global_step == 3

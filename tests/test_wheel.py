@@ -16,6 +16,9 @@ def test_variants_and_versions():
     assert VARIANTS[:2] == ("M1", "M2")
     assert VARIANTS[2:] == tuple(f"W{k}-L{level}" for k in range(1, 6) for level in (1, 2))
     assert VERSIONS == ("2025", "2026")
+    from affectllm.cli._io import EW_VERSIONS  # the CLI's copy (kept numpy-free for --help)
+
+    assert EW_VERSIONS == VERSIONS
     assert normalize_version(2026) == "2026" and normalize_version("v2025") == "2025"
     with pytest.raises(ValueError, match="2025, 2026"):
         normalize_version("2024")

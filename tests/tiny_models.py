@@ -82,6 +82,29 @@ def _train_tokenizer(extra_special: list[str] | None = None, vocab_size: int = 1
     return fast
 
 
+def _tiny_text_dims(tokenizer) -> dict[str, int]:
+    """The decoder size both tiny models share: small enough to build and run in seconds, with a context long
+    enough for a full few-shot prompt."""
+    vocab = tokenizer.get_vocab()
+    return {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "num_key_value_heads": 1,
+        "max_position_embeddings": 4096,
+        "bos_token_id": vocab["<bos>"],
+        "pad_token_id": vocab["<pad>"],
+    }
+
+
+def tiny_model_args(tiny_lm_dir: str | Path, max_tokens: int = 8) -> list[str]:
+    """Command-line model options that run the tiny LM (no adapter) for ``chat``/``predict`` tests."""
+    return ["--backend", "transformers", "--model", str(tiny_lm_dir), "--adapter", "none",
+            "--max-tokens", str(max_tokens)]  # fmt: skip
+
+
 def build_tiny_causal_lm(directory: str | Path, seed: int = 0) -> Path:
     """A random-weight Gemma-3-style causal LM + trained tokenizer + chat template, saved to ``directory``."""
     import torch
@@ -95,18 +118,10 @@ def build_tiny_causal_lm(directory: str | Path, seed: int = 0) -> Path:
     tokenizer.chat_template = GEMMA_CHAT_TEMPLATE
     vocab = tokenizer.get_vocab()
     config = Gemma3TextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
+        **_tiny_text_dims(tokenizer),
         head_dim=32,
-        max_position_embeddings=4096,
         sliding_window=128,
-        bos_token_id=vocab["<bos>"],
         eos_token_id=[vocab["<eos>"], vocab["<end_of_turn>"]],
-        pad_token_id=vocab["<pad>"],
         tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
@@ -144,18 +159,7 @@ def build_tiny_vlm(directory: str | Path, seed: int = 0) -> Path:
         patch_size=patch,
         projection_dim=32,
     )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=4096,
-        bos_token_id=vocab["<bos>"],
-        eos_token_id=vocab["<eos>"],
-        pad_token_id=vocab["<pad>"],
-    )
+    text = LlamaConfig(**_tiny_text_dims(tokenizer), eos_token_id=vocab["<eos>"])
     config = LlavaConfig(
         vision_config=vision,
         text_config=text,

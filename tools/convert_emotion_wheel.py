@@ -25,37 +25,16 @@ from pathlib import Path
 
 # The list-splitting rule is the package's own (the official string_to_list); import it from the checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from affectllm.labels import split_label_string
+from affectllm.labels import PANDAS_NA_VALUES, split_label_string
 
-# pandas (which the official reader uses) turns these cell texts into NaN; treat them as blank cells too.
-PANDAS_NA = {
-    "",
-    "#N/A",
-    "#N/A N/A",
-    "#NA",
-    "-1.#IND",
-    "-1.#QNAN",
-    "-NaN",
-    "-nan",
-    "1.#IND",
-    "1.#QNAN",
-    "<NA>",
-    "N/A",
-    "NA",
-    "NULL",
-    "NaN",
-    "None",
-    "n/a",
-    "nan",
-    "null",
-}
 WHEELS = ("wheel1", "wheel2", "wheel3", "wheel4", "wheel5")
 RUNS = 8
 SOURCE = "AffectGPT / MERTools emotion-wheel resources (https://github.com/zeroQiaoba/AffectGPT)"
 
 
 def _blank(cell: object) -> bool:
-    return cell is None or (isinstance(cell, str) and cell in PANDAS_NA)
+    # pandas (which the official reader uses) turns these cell texts into NaN: they are blank cells too.
+    return cell is None or (isinstance(cell, str) and cell in PANDAS_NA_VALUES)
 
 
 def _sheet_rows(path: Path) -> tuple[list[str], list[tuple]]:

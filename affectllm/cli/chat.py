@@ -4,7 +4,8 @@ The clip is textualized (cached per clip), then either QUESTION is answered once
 interactive session opens with streaming replies, ``/cues``, ``/save`` and follow-up questions. CLIP may be a
 video, an audio file, or a transcript-only ``.txt``.
 
-The model options here (``add_model_arguments`` / ``reasoner_from_args``) are shared with ``affectllm predict``.
+The model options here (``add_model_arguments`` / ``reasoner_from_args``) are shared with ``affectllm predict``
+(and ``add_model_arguments`` with ``eval run``).
 """
 
 from __future__ import annotations
@@ -28,8 +29,15 @@ Ask anything about the clip; the model sees the evidence and the conversation so
 
 
 # ---------------------------------------------------------------------------------------------- options
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """Backend, model and decoding options shared by chat and predict."""
+def add_model_arguments(
+    parser: argparse.ArgumentParser, prompt_options: bool = True, decoding_defaults: bool = True
+) -> None:
+    """Backend, model and decoding options shared by chat, predict and ``eval run``.
+
+    ``eval run`` takes the prompt (task, labels, cue budget) and decoding settings from its task YAML, so it
+    passes ``prompt_options=False`` (no --task/--labels/--max-cue-tokens) and ``decoding_defaults=False``
+    (--max-tokens/--temperature default to None, meaning "keep the task's value").
+    """
     group = parser.add_argument_group("model")
     group.add_argument(
         "--backend", choices=BACKEND_CHOICES, help="default: llamacpp if installed, else transformers"
@@ -38,17 +46,23 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--adapter", help="a LoRA adapter (PEFT folder; LoRA .gguf for llamacpp)")
     group.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
     group.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env variable holding the API key")
-    group.add_argument(
-        "--task", default="ov", choices=("ov", "closed", "chat"), help="prompt template (default ov)"
-    )
-    group.add_argument("--labels", help="comma-separated label set for --task closed")
+    if prompt_options:
+        group.add_argument(
+            "--task", default="ov", choices=("ov", "closed", "chat"), help="prompt template (default ov)"
+        )
+        group.add_argument("--labels", help="comma-separated label set for --task closed")
     group.add_argument(
         "--few-shot", dest="few_shot", action="store_true", default=None, help="prepend examples"
     )
     group.add_argument("--no-few-shot", dest="few_shot", action="store_false", help="never prepend examples")
-    group.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    group.add_argument("--max-tokens", type=int, default=384, help="maximum new tokens per reply")
-    group.add_argument("--max-cue-tokens", type=int, help="cap on the evidence block's length in tokens")
+    if decoding_defaults:
+        group.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+        group.add_argument("--max-tokens", type=int, default=384, help="maximum new tokens per reply")
+    else:
+        group.add_argument("--max-tokens", type=int, help="override the task's max_new_tokens")
+        group.add_argument("--temperature", type=float, help="override the task's temperature")
+    if prompt_options:
+        group.add_argument("--max-cue-tokens", type=int, help="cap on the evidence block's length in tokens")
 
 
 def add_textualize_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
 from typing import Any
 
-VERSION_CHOICES = ("2025", "2026")
+from affectllm.cli._io import EW_VERSIONS, SHOWN, add_file_args, add_output_args, emit_result, warn
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,25 +19,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "label column: 'labels', or 'openset' as in OV-MERD gold) or JSONL ({\"name\": ..., \"labels\": [...]})."
         ),
     )
-    parser.add_argument("--pred", required=True, type=Path, help="predictions (CSV or JSONL)")
-    parser.add_argument("--gold", required=True, type=Path, help="gold labels (CSV or JSONL)")
+    add_file_args(
+        parser,
+        shared_column="label column/key in both files (default: labels, else openset)",
+    )
     parser.add_argument(
         "--ew-version",
         default="2025",
-        choices=VERSION_CHOICES,
+        choices=EW_VERSIONS,
         help="word-form table version; 2025 is what published numbers use (default: 2025)",
     )
-    parser.add_argument(
-        "--label-column", metavar="COL", help="label column/key in both files (default: labels, else openset)"
-    )
-    parser.add_argument(
-        "--pred-column", metavar="COL", help="label column/key of PRED only (overrides --label-column)"
-    )
-    parser.add_argument(
-        "--gold-column", metavar="COL", help="label column/key of GOLD only (overrides --label-column)"
-    )
-    parser.add_argument("--output", type=Path, metavar="OUT.json", help="write all scores as JSON here")
-    parser.add_argument("--json", action="store_true", help="print the JSON result instead of the table")
+    add_output_args(parser)
     parser.add_argument(
         "--no-floor", action="store_true", help="skip the constant-prediction floor (saves time on huge sets)"
     )
@@ -64,39 +53,23 @@ def run(args: argparse.Namespace) -> int:
     result["gold_file"] = str(args.gold)
     result["pred_file"] = str(args.pred)
     _warn_names(result, args, gold_lines, pred_lines)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    if args.json:
-        print(json.dumps(result, indent=2, ensure_ascii=False))
-    else:
-        print(format_table(result))
-        if args.output:
-            print(f"\nwrote {args.output}")
+    emit_result(result, args, format_table)
     return 0
 
 
 def _warn_names(result: dict[str, Any], args: argparse.Namespace, gold_lines: dict, pred_lines: dict) -> None:
     """Warnings on stderr; name mismatches point at the file and line of each name (the first few)."""
     missing, unknown = result["missing_predictions"], result["unknown_predictions"]
-    for name in unknown[:_SHOWN]:
-        print(
-            f"affectllm: warning: {args.pred}:{pred_lines[name]}: prediction for {name!r}, which is not in "
-            f"{args.gold}; ignored",
-            file=sys.stderr,
-        )
-    for name in missing[:_SHOWN]:
-        print(
-            f"affectllm: warning: {args.gold}:{gold_lines[name]}: {name!r} has no prediction in {args.pred}; "
-            "scored as an empty prediction",
-            file=sys.stderr,
+    for name in unknown[:SHOWN]:
+        warn(f"{args.pred}:{pred_lines[name]}: prediction for {name!r}, which is not in {args.gold}; ignored")
+    for name in missing[:SHOWN]:
+        warn(
+            f"{args.gold}:{gold_lines[name]}: {name!r} has no prediction in {args.pred}; "
+            "scored as an empty prediction"
         )
     # Then score_ov's own warnings: the counts of both cases, and anything else it noticed.
     for warning in result["warnings"]:
-        print(f"affectllm: warning: {warning}", file=sys.stderr)
-
-
-_SHOWN = 5
+        warn(warning)
 
 
 def _pct(x: float) -> str:

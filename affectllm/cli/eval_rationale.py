@@ -4,10 +4,19 @@ grounding, and (optionally) an LLM judge."""
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Any
+
+from affectllm.cli._io import (
+    Table,
+    add_file_args,
+    add_output_args,
+    check_names,
+    emit_result,
+    read_table,
+    warn,
+    warn_missing,
+)
 
 RATIONALE_COLUMNS = ("rationale", "reasons", "reason", "explanation", "description", "english")
 EVIDENCE_COLUMNS = ("cues", "evidence", "lines", "text")
@@ -26,10 +35,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             'be text, a list of strings or a list of {"cue", "modality", "cue_id"} items.'
         ),
     )
-    parser.add_argument("--pred", required=True, type=Path, help="predicted rationales (CSV or JSONL)")
-    parser.add_argument("--ref", required=True, type=Path, help="reference rationales (CSV or JSONL)")
-    parser.add_argument("--pred-column", metavar="COL", help="rationale column/key of PRED")
-    parser.add_argument("--ref-column", metavar="COL", help="rationale column/key of REF")
+    add_file_args(
+        parser,
+        ref="ref",
+        what="rationale",
+        ref_help="reference rationales (CSV or JSONL)",
+        pred_help="predicted rationales (CSV or JSONL)",
+    )
     parser.add_argument(
         "--evidence",
         type=Path,
@@ -65,16 +77,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     judge.add_argument(
         "--api-key-env", default="OPENAI_API_KEY", help="env var holding the key (default: OPENAI_API_KEY)"
     )
-    parser.add_argument(
-        "--output", type=Path, metavar="OUT.json", help="write all scores (and per-sample ones) here"
-    )
-    parser.add_argument("--json", action="store_true", help="print the JSON result instead of the table")
+    add_output_args(parser, "write all scores (and per-sample ones) here")
     parser.set_defaults(func=run)
 
 
 def read_evidence(path: Path) -> dict[str, list[str]]:
     """Evidence lines per clip from a JSONL/CSV file (see ``--evidence``), InputError naming file and line."""
-    from affectllm.cli.eval_closed import read_table
     from affectllm.errors import InputError
     from affectllm.metrics.rationale import evidence_lines
     from affectllm.schema import Cue
@@ -99,8 +107,22 @@ def read_evidence(path: Path) -> dict[str, list[str]]:
     return out
 
 
+def _check_rationales(table: Table) -> None:
+    """Split every rationale once up front (cheap: no embedding), so an unreadable value — a number or a
+    nested list in JSONL — is reported with its file and line before any model is loaded."""
+    from affectllm.errors import InputError
+    from affectllm.metrics.rationale import split_cues
+
+    for name, value in table.values.items():
+        try:
+            split_cues(value)
+        except TypeError as exc:
+            raise InputError(
+                table.path, f"unreadable rationale for {name!r}: {exc}", line=table.lines[name]
+            ) from None
+
+
 def run(args: argparse.Namespace) -> int:
-    from affectllm.cli.eval_closed import check_names, read_table
     from affectllm.errors import InputError
     from affectllm.metrics.rationale import DEFAULT_GROUNDING_THRESHOLD, grounding_scores, rationale_scores
 
@@ -110,25 +132,23 @@ def run(args: argparse.Namespace) -> int:
     ref = read_table(args.ref, RATIONALE_COLUMNS, args.ref_column)
     pred = read_table(args.pred, RATIONALE_COLUMNS, args.pred_column)
     missing = check_names(ref, pred)
+    for table in (ref, pred):
+        _check_rationales(table)
     evidence = read_evidence(args.evidence) if args.evidence else None
 
     from affectllm.embeddings import get_embedder
 
     embedder = get_embedder(args.embedding_model)
-    result: dict[str, Any] = {}
-    try:
-        result["rationale"] = rationale_scores(
+    result: dict[str, Any] = {
+        "rationale": rationale_scores(
             pred.values, ref.values, embedder, threshold, drop_conclusions=not args.keep_conclusions
         )
-    except TypeError as exc:  # an unreadable rationale value (e.g. a number in JSONL)
-        raise InputError(args.pred, str(exc)) from None
+    }
     if evidence is not None:
         result["grounding"] = grounding_scores(pred.values, evidence, threshold, embedder)
         if result["grounding"]["missing_evidence"]:
-            print(
-                f"affectllm: warning: {len(result['grounding']['missing_evidence'])} predictions have no evidence "
-                f"in {args.evidence}",
-                file=sys.stderr,
+            warn(
+                f"{len(result['grounding']['missing_evidence'])} predictions have no evidence in {args.evidence}"
             )
     if args.judge:
         from affectllm.metrics.judge import LLMJudge
@@ -137,21 +157,8 @@ def run(args: argparse.Namespace) -> int:
         result["judge"] = judge.score(pred.values, ref.values)
     result["pred_file"], result["ref_file"] = str(args.pred), str(args.ref)
 
-    if missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        print(
-            f"affectllm: warning: {len(missing)} references have no prediction (scored 0): {shown}",
-            file=sys.stderr,
-        )
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    if args.json:
-        print(json.dumps(result, indent=2, ensure_ascii=False))
-    else:
-        print(format_table(result))
-        if args.output:
-            print(f"\nwrote {args.output}")
+    warn_missing(ref, pred, missing, "scored 0")
+    emit_result(result, args, format_table)
     return 0
 
 

@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from affectllm.cli.chat import add_model_arguments
 from affectllm.errors import InputError
-
-BACKEND_CHOICES = ("transformers", "llamacpp", "vllm", "openai")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,20 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
-    model = parser.add_argument_group("model")
-    model.add_argument(
-        "--backend", choices=BACKEND_CHOICES, help="default: llamacpp if installed, else transformers"
-    )
-    model.add_argument("--model", help="model dir, hub id, .gguf file, or served model name (openai)")
-    model.add_argument("--adapter", help="a LoRA adapter (PEFT folder; LoRA .gguf for llamacpp)")
-    model.add_argument("--base-url", help="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
-    model.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env variable holding the API key")
-    model.add_argument(
-        "--few-shot", dest="few_shot", action="store_true", default=None, help="prepend examples"
-    )
-    model.add_argument("--no-few-shot", dest="few_shot", action="store_false", help="never prepend examples")
-    model.add_argument("--max-tokens", type=int, help="override the task's max_new_tokens")
-    model.add_argument("--temperature", type=float, help="override the task's temperature")
+    # Backend/model options as in chat and predict; the prompt and decoding come from the task YAML, so only
+    # explicit --max-tokens/--temperature override it.
+    add_model_arguments(parser, prompt_options=False, decoding_defaults=False)
     parser.set_defaults(func=run)
 
 
@@ -143,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(None, "--limit must be at least 1")
     if args.batch_size < 1:
         raise InputError(None, "--batch-size must be at least 1")
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise InputError(None, "--max-tokens must be at least 1")
     task = load_task(args.task, args.tasks_dir or None)
     split = args.split or task.split
     spec = get_dataset(task.dataset)
@@ -151,7 +141,9 @@ def run(args: argparse.Namespace) -> int:
             None, f"task {task.name}: dataset {spec.name} has no split {split!r} ({', '.join(spec.splits)})"
         )
     if split in spec.test_splits and not args.final:
-        raise InputError(None, f"split {split!r} is a held-out test split: add --final (final reports only)")
+        raise InputError(
+            None, f"split {split!r} is or holds a held-out evaluation split: add --final (final reports only)"
+        )
     out = Path(args.output_dir or Path("runs") / f"{task.name}-{split}")
     # Read the data first: a wrong --data-dir must fail in a second, not after loading a model.
     rows = task_rows(task, args.data_dir, split, final=args.final, limit=args.limit)

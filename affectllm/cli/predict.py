@@ -42,35 +42,14 @@ def row_id(row: dict[str, Any], path: Path, lineno: int) -> str:
 
 def read_manifest(path: Path, limit: int | None = None) -> list[tuple[str, dict[str, Any]]]:
     """Manifest rows with their ids, paths made absolute relative to the manifest's folder."""
-    import json
+    from affectllm.batch import read_manifest as read_rows
 
-    if not path.is_file():
-        raise InputError(path, "manifest not found")
-    rows: list[tuple[str, dict[str, Any]]] = []
-    seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(path, f"not valid JSON ({exc.msg})", line=lineno) from None
-            if not isinstance(row, dict):
-                raise InputError(path, "each line must be a JSON object", line=lineno)
-            item_id = row_id(row, path, lineno)
-            if item_id in seen:
-                raise InputError(
-                    path, f"duplicate id {item_id!r} (first on line {seen[item_id]})", line=lineno
-                )
-            seen[item_id] = lineno
-            for key in PATH_KEYS:
-                value = row.get(key)
-                if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-                    row[key] = str((path.parent / value).resolve())
-            rows.append((item_id, row))
-            if limit is not None and len(rows) >= limit:
-                break
+    rows = read_rows(path, row_id=lambda row, lineno: row_id(row, path, lineno), limit=limit)
+    for _, row in rows:
+        for key in PATH_KEYS:
+            value = row.get(key)
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                row[key] = str((path.parent / value).resolve())
     return rows
 
 

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from affectllm.batch import read_manifest
 from affectllm.datasets import friends, goemotions, mer, speech
 from affectllm.datasets._common import check_data_dir, fix_text, make_row, read_table, read_text_file
 from affectllm.errors import InputError
@@ -42,16 +43,18 @@ def _manifest(data_dir: Path, split: str, **_: Any) -> list[dict[str, Any]]:
     jsonl, csv_path = data_dir / f"{split}.jsonl", data_dir / f"{split}.csv"
     raw: list[tuple[str, dict[str, Any]]] = []
     if jsonl.is_file():
-        for lineno, line in enumerate(read_text_file(jsonl).splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputError(jsonl, f"not valid JSON ({exc.msg})", line=lineno) from None
-            if not isinstance(obj, dict):
-                raise InputError(jsonl, "each line must be a JSON object", line=lineno)
-            raw.append((f"{jsonl.name}:{lineno}", obj))
+        # batch.read_manifest owns JSONL parsing (bad JSON, non-objects, duplicate ids → file:line); the
+        # callback only remembers each id's line so rows can name their source.
+        lines: dict[str, int] = {}
+
+        def row_id(obj: dict[str, Any], lineno: int) -> str:
+            key = str(obj.get("id") or "").strip()
+            if not key:
+                raise InputError(jsonl, "row has no id", line=lineno)
+            lines[key] = lineno
+            return key
+
+        raw = [(f"{jsonl.name}:{lines[key]}", obj) for key, obj in read_manifest(jsonl, row_id)]
     elif csv_path.is_file():
         for lineno, row in read_table(csv_path, required=("id",)):
             raw.append((f"{csv_path.name}:{lineno}", dict(row)))
@@ -75,8 +78,13 @@ def _manifest(data_dir: Path, split: str, **_: Any) -> list[dict[str, Any]]:
         if au_csv and not Path(au_csv).is_absolute():
             au_csv = str(data_dir / au_csv)
         context = obj.get("context") or []
-        if isinstance(context, str):
-            context = json.loads(context) if context.strip().startswith("[") else []
+        if isinstance(context, str):  # a CSV cell holding the JSON list of {speaker, text} turns
+            try:
+                context = json.loads(context) if context.strip().startswith("[") else []
+            except json.JSONDecodeError as exc:
+                raise InputError(
+                    data_dir / path, f"context is not a JSON list ({exc.msg})", line=int(line)
+                ) from None
         rows.append(
             make_row(
                 str(obj["id"]).strip(),
@@ -105,92 +113,31 @@ def register_dataset(spec: DatasetSpec) -> DatasetSpec:
     return spec
 
 
-for _spec in (
-    DatasetSpec(
-        "ovmerd",
-        mer.load_ovmerd,
-        splits=("dev", "test", "all"),
-        test_splits=("test", "all"),
-        card="ovmerd.md",
-        description="OV-MERD open-vocabulary gold (332 MER2023 clips) + English subtitles",
-    ),
-    DatasetSpec(
-        "emer",
-        mer.load_emer,
-        splits=("dev", "test", "all"),
-        test_splits=("test", "all"),
-        card="emer.md",
-        description="EMER cue-level emotion descriptions (version=v1|v2)",
-        defaults={"version": "v2"},
-    ),
-    DatasetSpec(
-        "mer2023",
-        mer.load_mer2023,
-        splits=("train", "dev", "test1", "test2", "test3"),
-        test_splits=("test1", "test2", "test3"),
-        labels=mer.MER2023_LABELS,
-        card="mer2023.md",
-        description="MER2023 6-way discrete emotions with subtitles",
-    ),
-    DatasetSpec(
-        "meld",
-        friends.load_meld,
-        splits=("train", "dev", "test"),
-        test_splits=("test",),
-        labels=friends.MELD_LABELS,
-        card="meld.md",
-        description="MELD (Friends) utterances, 7 emotions, dialogue context",
-    ),
-    DatasetSpec(
-        "emorynlp",
-        friends.load_emorynlp,
-        splits=("train", "dev", "test"),
-        test_splits=("test",),
-        labels=friends.EMORYNLP_LABELS,
-        card="emorynlp.md",
-        description="EmoryNLP (Friends) utterances, 7 feeling-wheel emotions, scene context",
-    ),
-    DatasetSpec(
-        "goemotions",
-        goemotions.load_goemotions,
-        splits=("train", "dev", "test"),
-        test_splits=("test",),
-        card="goemotions.md",
-        description="GoEmotions Reddit comments, 27 emotions + neutral, multi-label",
-    ),
-    DatasetSpec(
-        "emodb",
-        speech.load_emodb,
-        splits=("all",),
-        labels=speech.EMODB_LABELS,
-        card="emodb.md",
-        description="Berlin EmoDB acted German speech, 7 emotions",
-    ),
-    DatasetSpec(
-        "ravdess",
-        speech.load_ravdess,
-        splits=("all",),
-        labels=speech.RAVDESS_LABELS,
-        card="ravdess.md",
-        description="RAVDESS acted English speech, 8 emotions",
-    ),
-    DatasetSpec(
-        "cremad",
-        speech.load_cremad,
-        splits=("all",),
-        labels=speech.CREMAD_LABELS,
-        card="crema-d.md",
-        description="CREMA-D acted English speech, 6 emotions",
-    ),
-    DatasetSpec(
-        "manifest",
-        _manifest,
-        splits=("train", "dev", "test"),
-        test_splits=("test",),
-        description="your own clip manifest: {split}.jsonl or {split}.csv",
-    ),
-):
-    register_dataset(_spec)
+# Split layouts shared by several corpora: (splits, the ones that need ``final``).
+_TRAIN_DEV_TEST = (("train", "dev", "test"), ("test",))
+_HALVES = (("dev", "test", "all"), ("test", "all"))  # OV-MERD/EMER: SHA-1 parity halves, no train
+_SPEAKERS = (speech.SPEECH_SPLITS, ("all",))  # speaker-independent train/dev; "all" holds dev too
+_MER2023 = (("train", "dev", "test1", "test2", "test3"), ("test1", "test2", "test3"))
+
+# name, converter, split layout, closed label set, one-line description (the card is data_cards/<name>.md).
+_BUILTIN: tuple[tuple[str, Callable[..., list[dict[str, Any]]], Any, Any, str], ...] = (
+    ("ovmerd", mer.load_ovmerd, _HALVES, None, "OV-MERD open-vocabulary gold + English subtitles"),
+    ("emer", mer.load_emer, _HALVES, None, "EMER cue-level emotion descriptions (version=v1|v2)"),
+    ("mer2023", mer.load_mer2023, _MER2023, mer.MER2023_LABELS, "MER2023 6-way emotions, subtitles"),
+    ("meld", friends.load_meld, _TRAIN_DEV_TEST, friends.MELD_LABELS, "MELD (Friends), 7 emotions"),
+    ("emorynlp", friends.load_emorynlp, _TRAIN_DEV_TEST, friends.EMORYNLP_LABELS, "EmoryNLP (Friends)"),
+    ("goemotions", goemotions.load_goemotions, _TRAIN_DEV_TEST, None, "GoEmotions Reddit, multi-label"),
+    ("emodb", speech.load_emodb, _SPEAKERS, speech.EMODB_LABELS, "EmoDB acted German speech"),
+    ("ravdess", speech.load_ravdess, _SPEAKERS, speech.RAVDESS_LABELS, "RAVDESS acted English speech"),
+    ("cremad", speech.load_cremad, _SPEAKERS, speech.CREMAD_LABELS, "CREMA-D acted English speech"),
+    ("manifest", _manifest, _TRAIN_DEV_TEST, None, "your own clip manifest: {split}.jsonl or {split}.csv"),
+)
+_CARDS = {"cremad": "crema-d.md", "manifest": ""}
+for _name, _loader, (_splits, _tests), _labels, _text in _BUILTIN:
+    _card = _CARDS.get(_name, f"{_name}.md")
+    register_dataset(DatasetSpec(_name, _loader, _splits, _tests, _labels, _card, _text))
+# EMER defaults to v2, the larger and newer release (v1 with options: {version: v1}).
+DATASETS["emer"] = replace(DATASETS["emer"], defaults={"version": "v2"})
 
 
 def available_datasets() -> list[str]:
@@ -241,7 +188,7 @@ def load_dataset_rows(
     if split in spec.test_splits and not final:
         raise InputError(
             None,
-            f"split {split!r} of {name!r} is a held-out test set; pass final=True (--final) only for the final "
+            f"split {split!r} of {name!r} is or holds a held-out evaluation set; pass final=True (--final) only for the final "
             "report, never for model selection",
         )
     folder = check_data_dir(data_dir)

@@ -55,35 +55,70 @@ def _with_context(
     return utterances
 
 
+def _utterance(
+    row: dict[str, str],
+    *,
+    row_id: str,
+    label: str,
+    utt: int,
+    speaker: str | None,
+    dataset: str,
+    split: str,
+    source: str,
+    times: tuple[str, str],
+    **extra: Any,
+) -> dict[str, Any]:
+    """One utterance row of either corpus; ``times`` names the corpus's start/end columns."""
+    out = make_row(
+        row_id,
+        transcript=fix_text(row["Utterance"]),
+        labels=[label],
+        label=label,
+        speaker=speaker,
+        dataset=dataset,
+        split=split,
+        source=source,
+        start=(row.get(times[0]) or "").strip() or None,
+        end=(row.get(times[1]) or "").strip() or None,
+        **extra,
+    )
+    out["_utt"] = utt  # ordering key for _with_context, removed there
+    return out
+
+
+def _label(row: dict[str, str], labels: tuple[str, ...], corpus: str, path: Path, line: int) -> str:
+    label = row["Emotion"].strip().lower()
+    if label not in labels:
+        raise InputError(path, f"unknown {corpus} emotion {row['Emotion']!r}", line=line)
+    return label
+
+
 def load_meld(data_dir: Path, split: str, context_turns: int | None = None, **_: Any) -> list[dict[str, Any]]:
     """MELD utterances with 7-way emotion (and sentiment); media = MELD.Raw clip when present."""
     path = find_file(data_dir, (MELD_FILES[split],), f"MELD {split} file")
     table = read_table(path, required=("Utterance", "Speaker", "Emotion", "Dialogue_ID", "Utterance_ID"))
     rows = []
     for line, row in table:
-        label = row["Emotion"].strip().lower()
-        if label not in MELD_LABELS:
-            raise InputError(path, f"unknown MELD emotion {row['Emotion']!r}", line=line)
+        label = _label(row, MELD_LABELS, "MELD", path, line)
         dia = _int(row["Dialogue_ID"], path, line, "Dialogue_ID")
         utt = _int(row["Utterance_ID"], path, line, "Utterance_ID")
         row_id = f"dia{dia}_utt{utt}"
-        out = make_row(
-            row_id,
-            transcript=fix_text(row["Utterance"]),
-            labels=[label],
-            label=label,
-            media=find_media(data_dir, row_id, MELD_VIDEO_FOLDERS[split], VIDEO_EXTS),
-            speaker=fix_text(row["Speaker"]) or None,
-            dataset="meld",
-            split=split,
-            source=f"{path.name}:{line}",
-            sentiment=(row.get("Sentiment") or "").strip().lower() or None,
-            dialogue_id=dia,
-            start=(row.get("StartTime") or "").strip() or None,
-            end=(row.get("EndTime") or "").strip() or None,
+        rows.append(
+            _utterance(
+                row,
+                row_id=row_id,
+                label=label,
+                utt=utt,
+                speaker=fix_text(row["Speaker"]) or None,
+                dataset="meld",
+                split=split,
+                source=f"{path.name}:{line}",
+                times=("StartTime", "EndTime"),
+                media=find_media(data_dir, row_id, MELD_VIDEO_FOLDERS[split], VIDEO_EXTS),
+                sentiment=(row.get("Sentiment") or "").strip().lower() or None,
+                dialogue_id=dia,
+            )
         )
-        out["_utt"] = utt
-        rows.append(out)
     return _with_context(rows, "dialogue_id", context_turns)
 
 
@@ -109,30 +144,27 @@ def load_emorynlp(
     )
     rows = []
     for line, row in table:
-        label = row["Emotion"].strip().lower()
-        if label not in EMORYNLP_LABELS:
-            raise InputError(path, f"unknown EmoryNLP emotion {row['Emotion']!r}", line=line)
+        label = _label(row, EMORYNLP_LABELS, "EmoryNLP", path, line)
         season = _int(row["Season"], path, line, "Season")
         episode = _int(row["Episode"], path, line, "Episode")
         scene = _int(row["Scene_ID"], path, line, "Scene_ID")
         utt = _int(row["Utterance_ID"], path, line, "Utterance_ID")
-        speakers = _emorynlp_speakers(row["Speaker"], path, line)
         # Scene_ID restarts in every episode, so the dialogue is (season, episode, scene).
-        out = make_row(
-            f"s{season:02d}_e{episode:02d}_c{scene:02d}_u{utt:03d}",
-            transcript=fix_text(row["Utterance"]),
-            labels=[label],
-            label=label,
-            speaker=" & ".join(speakers) or None,
-            dataset="emorynlp",
-            split=split,
-            source=f"{path.name}:{line}",
-            dialogue_id=f"s{season:02d}_e{episode:02d}_c{scene:02d}",
-            start=(row.get("Start_Time") or "").strip() or None,
-            end=(row.get("End_Time") or "").strip() or None,
+        dialogue = f"s{season:02d}_e{episode:02d}_c{scene:02d}"
+        rows.append(
+            _utterance(
+                row,
+                row_id=f"{dialogue}_u{utt:03d}",
+                label=label,
+                utt=utt,
+                speaker=" & ".join(_emorynlp_speakers(row["Speaker"], path, line)) or None,
+                dataset="emorynlp",
+                split=split,
+                source=f"{path.name}:{line}",
+                times=("Start_Time", "End_Time"),
+                dialogue_id=dialogue,
+            )
         )
-        out["_utt"] = utt
-        rows.append(out)
     return _with_context(rows, "dialogue_id", context_turns)
 
 

@@ -1,8 +1,9 @@
 """Acted emotional-speech corpora: EmoDB (German), RAVDESS and CREMA-D (English). Media = the audio file.
 
 Labels come from ``labels.csv`` when the folder has one (EmoDB as prepared in affectllm's shared data), otherwise
-from the corpora's documented file-name codes. None of the three ships a dev/test split, so each offers a single
-``all`` split; they are zero-shot benchmarks of the acoustic cues.
+from the corpora's documented file-name codes. None of the three ships a dev/test split; affectllm splits them by
+speaker (``train``/``dev``, see ``speaker_split`` and the data cards) so a recipe that trains on ``train`` never
+hears a voice that the ``*-speech`` tasks evaluate on ``dev``.
 """
 
 from __future__ import annotations
@@ -24,55 +25,92 @@ EMODB_CODES = {
     "N": "neutral",
 }
 EMODB_LABELS: tuple[str, ...] = tuple(EMODB_CODES.values())
-EMODB_TEXTS = {
-    "a01": "Der Lappen liegt auf dem Eisschrank.",
-    "a02": "Das will sie am Mittwoch abgeben.",
-    "a04": "Heute abend könnte ich es ihm sagen.",
-    "a05": "Das schwarze Stück Papier befindet sich da oben neben dem Holzstück.",
-    "a07": "In sieben Stunden wird es soweit sein.",
-    "b01": "Was sind denn das für Tüten, die da unter dem Tisch stehen?",
-    "b02": "Sie haben es gerade hochgetragen und jetzt gehen sie wieder runter.",
-    "b03": "An den Wochenenden bin ich jetzt immer nach Hause gefahren und habe Agnes besucht.",
-    "b09": "Ich will das eben wegbringen und dann mit Karl was trinken gehen.",
-    "b10": "Die wird auf dem Platz sein, wo wir sie immer hinlegen.",
-}
 
-RAVDESS_EMOTIONS = {
-    "01": "neutral",
-    "02": "calm",
-    "03": "happy",
-    "04": "sad",
-    "05": "angry",
-    "06": "fearful",
-    "07": "disgust",
-    "08": "surprised",
-}
+
+def _code_table(text: str) -> dict[str, str]:
+    """``code text`` lines → {code: text}; keeps the corpora's fixed sentence lists readable as plain text."""
+    pairs = (line.strip().split(" ", 1) for line in text.strip().splitlines())
+    return {code: sentence for code, sentence in pairs}
+
+
+EMODB_TEXTS = _code_table(
+    """
+a01 Der Lappen liegt auf dem Eisschrank.
+a02 Das will sie am Mittwoch abgeben.
+a04 Heute abend könnte ich es ihm sagen.
+a05 Das schwarze Stück Papier befindet sich da oben neben dem Holzstück.
+a07 In sieben Stunden wird es soweit sein.
+b01 Was sind denn das für Tüten, die da unter dem Tisch stehen?
+b02 Sie haben es gerade hochgetragen und jetzt gehen sie wieder runter.
+b03 An den Wochenenden bin ich jetzt immer nach Hause gefahren und habe Agnes besucht.
+b09 Ich will das eben wegbringen und dann mit Karl was trinken gehen.
+b10 Die wird auf dem Platz sein, wo wir sie immer hinlegen.
+"""
+)
+
+RAVDESS_EMOTIONS = dict(
+    zip(
+        ("01", "02", "03", "04", "05", "06", "07", "08"),
+        ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"),
+        strict=True,
+    )
+)
 RAVDESS_LABELS: tuple[str, ...] = tuple(RAVDESS_EMOTIONS.values())
 RAVDESS_STATEMENTS = {"01": "Kids are talking by the door.", "02": "Dogs are sitting by the door."}
 
-CREMAD_EMOTIONS = {
-    "ANG": "anger",
-    "DIS": "disgust",
-    "FEA": "fear",
-    "HAP": "happy",
-    "NEU": "neutral",
-    "SAD": "sad",
-}
+CREMAD_EMOTIONS = dict(
+    zip(
+        ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD"),
+        ("anger", "disgust", "fear", "happy", "neutral", "sad"),
+        strict=True,
+    )
+)
 CREMAD_LABELS: tuple[str, ...] = tuple(CREMAD_EMOTIONS.values())
-CREMAD_SENTENCES = {
-    "IEO": "It's eleven o'clock.",
-    "TIE": "That is exactly what happened.",
-    "IOM": "I'm on my way to the meeting.",
-    "IWW": "I wonder what this is about.",
-    "TAI": "The airplane is almost full.",
-    "MTI": "Maybe tomorrow it will be cold.",
-    "IWL": "I would like a new alarm clock.",
-    "ITH": "I think I have a doctor's appointment.",
-    "DFA": "Don't forget a jacket.",
-    "ITS": "I think I've seen this before.",
-    "TSI": "The surface is slick.",
-    "WSI": "We'll stop in a couple of minutes.",
-}
+CREMAD_SENTENCES = _code_table(
+    """
+IEO It's eleven o'clock.
+TIE That is exactly what happened.
+IOM I'm on my way to the meeting.
+IWW I wonder what this is about.
+TAI The airplane is almost full.
+MTI Maybe tomorrow it will be cold.
+IWL I would like a new alarm clock.
+ITH I think I have a doctor's appointment.
+DFA Don't forget a jacket.
+ITS I think I've seen this before.
+TSI The surface is slick.
+WSI We'll stop in a couple of minutes.
+"""
+)
+
+# Speaker-independent dev sets. None of the three corpora ships a split, and a model that has heard a speaker in
+# training scores that speaker's voice far better, so train and dev never share a speaker (see the data cards):
+# EmoDB speakers 13 (female) and 15 (male) of 10; RAVDESS actors 01-04 (two male, two female) of 24; CREMA-D
+# actors 1001-1018 of 91. Everything else is train; ``all`` is both and, like a test set, needs ``final``.
+EMODB_DEV_SPEAKERS = frozenset({"13", "15"})
+RAVDESS_DEV_ACTORS = range(1, 5)
+CREMAD_DEV_ACTORS = range(1001, 1019)
+SPEECH_SPLITS: tuple[str, ...] = ("train", "dev", "all")
+
+
+def speaker_split(dataset: str, speaker: str) -> str:
+    """``"dev"`` or ``"train"`` for a speaker id as the converters write it (``"03"``, ``"actor01"``, ``"1001"``)."""
+    digits = "".join(ch for ch in speaker if ch.isdigit())
+    if dataset == "emodb":
+        dev = speaker in EMODB_DEV_SPEAKERS
+    elif dataset == "ravdess":
+        dev = bool(digits) and int(digits) in RAVDESS_DEV_ACTORS
+    elif dataset == "cremad":
+        dev = bool(digits) and int(digits) in CREMAD_DEV_ACTORS
+    else:
+        raise ValueError(f"no speaker split for dataset {dataset!r}")
+    return "dev" if dev else "train"
+
+
+def _in_split(rows: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
+    if split == "all":
+        return rows
+    return [r for r in rows if speaker_split(r["dataset"], str(r["speaker"] or "")) == split]
 
 
 def _wavs(data_dir: Path, subfolders: tuple[str, ...]) -> list[Path]:
@@ -98,7 +136,7 @@ def load_emodb(data_dir: Path, split: str, **_: Any) -> list[dict[str, Any]]:
             if label not in EMODB_LABELS:
                 raise InputError(labels_csv, f"unknown EmoDB emotion {label!r}", line=line)
             rows.append(_emodb_row(wav, label, split, f"{labels_csv.name}:{line}", row))
-        return rows
+        return _in_split(rows, split)
     wavs = _wavs(data_dir, ("wav", ""))
     if not wavs:
         raise InputError(
@@ -111,7 +149,7 @@ def load_emodb(data_dir: Path, split: str, **_: Any) -> list[dict[str, Any]]:
                 wav, "not an EmoDB file name (speaker, text id, emotion letter, version: 03a01Fa)"
             )
         rows.append(_emodb_row(wav, EMODB_CODES[stem[5]], split, wav.name, {}))
-    return rows
+    return _in_split(rows, split)
 
 
 def _emodb_row(wav: Path, label: str, split: str, source: str, meta: dict[str, str]) -> dict[str, Any]:
@@ -123,7 +161,8 @@ def _emodb_row(wav: Path, label: str, split: str, source: str, meta: dict[str, s
         labels=[label],
         label=label,
         media=str(wav),
-        speaker=meta.get("speaker") or stem[:2],
+        # labels.csv may write speaker 3 for the file name's "03"; the speaker split needs one spelling.
+        speaker=(meta.get("speaker") or stem[:2]).strip().zfill(2),
         dataset="emodb",
         split=split,
         source=source,
@@ -163,7 +202,7 @@ def load_ravdess(data_dir: Path, split: str, include_song: bool = False, **_: An
                 language="en",
             )
         )
-    return rows
+    return _in_split(rows, split)
 
 
 def load_cremad(data_dir: Path, split: str, **_: Any) -> list[dict[str, Any]]:
@@ -192,7 +231,16 @@ def load_cremad(data_dir: Path, split: str, **_: Any) -> list[dict[str, Any]]:
                 language="en",
             )
         )
-    return rows
+    return _in_split(rows, split)
 
 
-__all__ = ["CREMAD_LABELS", "EMODB_LABELS", "RAVDESS_LABELS", "load_cremad", "load_emodb", "load_ravdess"]
+__all__ = [
+    "CREMAD_LABELS",
+    "EMODB_LABELS",
+    "RAVDESS_LABELS",
+    "SPEECH_SPLITS",
+    "load_cremad",
+    "load_emodb",
+    "load_ravdess",
+    "speaker_split",
+]

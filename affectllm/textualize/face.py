@@ -465,7 +465,8 @@ def _angle_episodes(
     max_gap: float,
     window: int,
     what: str,
-) -> list[Episode]:
+) -> tuple[list[Episode], np.ndarray]:
+    """Episodes of each condition, and the tracked frames' finite angles in degrees (for summaries)."""
     deg = np.degrees(angles)
     ok = valid & np.isfinite(deg).all(axis=1)
     masks = np.stack(
@@ -489,15 +490,13 @@ def _angle_episodes(
             else label
         )
         out.append(Episode(label, evidence, float(time[s]), float(time[e - 1]), value, "deg"))
-    return out
+    return out, deg[ok]
 
 
 def _pose(pose, valid, time, dt, threshold, min_duration, max_gap, window):
-    episodes = _angle_episodes(
+    episodes, deg = _angle_episodes(
         pose, valid, time, dt, _POSE_CONDITIONS, threshold, min_duration, max_gap, window, "head"
     )
-    deg = np.degrees(pose[valid])
-    deg = deg[np.isfinite(deg).all(axis=1)]
     if not len(deg):
         return episodes, None
     mean = deg.mean(axis=0)
@@ -506,14 +505,10 @@ def _pose(pose, valid, time, dt, threshold, min_duration, max_gap, window):
 
 
 def _gaze(gaze, valid, time, dt, threshold, min_duration, max_gap, window):
-    episodes = _angle_episodes(
+    episodes, deg = _angle_episodes(
         gaze, valid, time, dt, _GAZE_CONDITIONS, threshold, min_duration, max_gap, window, "gaze"
     )
-    deg = np.degrees(gaze[valid])
-    deg = deg[np.isfinite(deg).all(axis=1)]
-    if not len(deg):
-        return episodes, None
-    toward = float((np.hypot(deg[:, 0], deg[:, 1]) <= threshold).mean())
+    toward = float((np.hypot(deg[:, 0], deg[:, 1]) <= threshold).mean()) if len(deg) else None
     return episodes, toward
 
 

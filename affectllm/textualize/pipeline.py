@@ -543,25 +543,9 @@ def _folder_items(folder: Path) -> list[ClipInputs]:
 
 
 def _manifest_rows(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    ids: set[str] = set()
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(path, f"cannot read manifest ({exc})") from None
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(path, f"not valid JSON ({exc.msg})", line=lineno) from None
-        if not isinstance(row, dict) or row.get("id") in (None, ""):
-            raise InputError(path, 'each line must be an object with an "id"', line=lineno)
-        if str(row["id"]) in ids:
-            raise InputError(path, f"duplicate id {row['id']!r}", line=lineno)
-        ids.add(str(row["id"]))
-        rows.append(row)
+    from affectllm.batch import read_manifest
+
+    rows = [row for _, row in read_manifest(path)]
     if not rows:
         raise InputError(path, "empty manifest")
     return rows

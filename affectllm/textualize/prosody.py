@@ -23,6 +23,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -192,15 +193,19 @@ class _Tracks:
     smile: dict[str, np.ndarray] | None = None
 
 
-def _praat_tracks(audio: AudioData, sex: str) -> _Tracks:
+def _praat_tracks(audio: AudioData, sex: str, f0_hint_hz: np.ndarray | None = None) -> _Tracks:
     parselmouth = require("parselmouth", "audio", "Praat prosody (praat-parselmouth)")
     sound = parselmouth.Sound(audio.samples.astype(np.float64), sampling_frequency=audio.sample_rate)
     floor, ceiling = PITCH_RANGE_HZ[sex]
-    # Two passes (De Looze & Hirst 2008): a coarse pass in the wide range gives the speaker's quartiles, the
-    # real pass searches 0.75 x q25 .. 2.5 x q75 (the wider factor suits expressive speech). This removes most
-    # octave errors, e.g. halving on creaky, sad speech. The coarse pass uses a 30 ms step: a third of the cost.
-    coarse = sound.to_pitch_ac(time_step=3 * FRAME_S, pitch_floor=floor, pitch_ceiling=ceiling)
-    voiced = np.asarray(coarse.selected_array["frequency"], dtype=float)
+    # Two passes (De Looze & Hirst 2008): a first F0 estimate in the wide range gives the speaker's quartiles,
+    # the real pass searches 0.75 x q25 .. 2.5 x q75 (the wider factor suits expressive speech). This removes
+    # most octave errors, e.g. halving on creaky, sad speech. When openSMILE has run, its eGeMAPS F0 (SHS +
+    # Viterbi) is that first estimate and Praat tracks pitch once; otherwise a coarse 30 ms Praat pass is.
+    if f0_hint_hz is not None:
+        voiced = np.asarray(f0_hint_hz, dtype=float)
+    else:
+        coarse = sound.to_pitch_ac(time_step=3 * FRAME_S, pitch_floor=floor, pitch_ceiling=ceiling)
+        voiced = np.asarray(coarse.selected_array["frequency"], dtype=float)
     voiced = voiced[voiced > 0]
     if len(voiced) >= MIN_VOICED_FRAMES // 2:
         q25, q75 = np.percentile(voiced, [25, 75])
@@ -236,18 +241,60 @@ def _smile():
 
 
 def _opensmile_tracks(audio: AudioData) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """eGeMAPSv02 LLD frame centres (s) and the columns in ``_SMILE_COLUMNS``, from one pass over the clip."""
     smile = _smile()
-    starts, ends, values = smile.process(audio.samples, audio.sample_rate)
-    values = np.asarray(values)
-    if (
-        values.ndim == 2
-        and values.shape[0] == len(smile.feature_names)
-        and values.shape[1] != len(smile.feature_names)
-    ):
-        values = values.T
-    centres = (np.asarray(starts.total_seconds()) + np.asarray(ends.total_seconds())) / 2.0
     names = list(smile.feature_names)
+    direct = _egemaps_lld_direct(smile, audio)
+    if direct is not None:
+        centres, values = direct
+    else:
+        starts, ends, values = smile.process(audio.samples, audio.sample_rate)
+        values = np.asarray(values)
+        if values.ndim == 2 and values.shape[0] == len(names) and values.shape[1] != len(names):
+            values = values.T
+        centres = (np.asarray(starts.total_seconds()) + np.asarray(ends.total_seconds())) / 2.0
     return centres, {c: values[:, names.index(c)] for c in _SMILE_COLUMNS}
+
+
+def _egemaps_lld_direct(smile: Any, audio: AudioData) -> tuple[np.ndarray, np.ndarray] | None:
+    """Run the stock eGeMAPSv02 config through openSMILE's engine and collect LLD frames as plain arrays.
+
+    ``Smile.process`` does the same run, then wraps every frame time in pandas Timedeltas and goes through
+    audinterface's signal handling: on 2 s clips that is ~15 % of openSMILE's cost for nothing we use. This
+    relies on ``Smile._options``/``Smile._smile`` (opensmile 2.x); when they are missing it returns None and
+    the public API is used. The features are identical either way (tests/test_prosody.py checks).
+    """
+    try:
+        from opensmile.core.config import config as smile_config
+
+        options = smile._options()
+        options.update(
+            source=os.path.join(smile.default_config_root, smile_config.EXTERNAL_INPUT_CONFIG),
+            sampleRate=audio.sample_rate,
+            nBits=16,
+        )
+        engine = smile._smile(options=options)
+        sink, source = smile_config.EXTERNAL_OUTPUT_COMPONENT, smile_config.EXTERNAL_SOURCE_COMPONENT
+    except (ImportError, AttributeError, TypeError):
+        return None
+    rows: list[np.ndarray] = []
+    centres: list[float] = []
+
+    def collect(data: np.ndarray, meta: Any) -> None:
+        rows.append(np.array(data, dtype=np.float64).reshape(-1))
+        centres.append(meta.time + meta.lengthSec / 2.0)
+
+    try:
+        engine.external_sink_set_callback_ex(sink, collect)
+        pcm = np.clip(audio.samples * 32768.0, -32768, 32767).astype(np.int16)
+        engine.external_audio_source_write_data(source, pcm.tobytes())
+        engine.external_audio_source_set_eoi(source)
+        engine.run()
+    finally:
+        engine.free()
+    if not rows:  # shorter than one 60 ms analysis frame
+        return np.zeros(0), np.zeros((0, len(smile.feature_names)))
+    return np.asarray(centres), np.vstack(rows)
 
 
 def _sounding_extent(tracks: _Tracks, start: float, end: float) -> tuple[float, float] | None:
@@ -423,12 +470,16 @@ def measure_prosody(
     if audio.duration < 0.1 or audio.peak_dbfs() < SILENT_PEAK_DBFS:
         return []
     voice = normalize_sex(sex)
-    tracks = _praat_tracks(audio, voice)
+    smile_t, smile, f0_hint = None, None, None
+    if use_opensmile:
+        smile_t, smile = _opensmile_tracks(audio)
+        st = smile["F0semitoneFrom27.5Hz_sma3nz"]
+        f0_hint = 27.5 * np.exp2(st[st > 0] / 12.0)  # eGeMAPS codes unvoiced frames as 0
+    tracks = _praat_tracks(audio, voice, f0_hint)
+    tracks.smile_t, tracks.smile = smile_t, smile
     if np.count_nonzero(tracks.pitch_hz > 0) >= MIN_VOICED_FRAMES:
         call = require("parselmouth.praat", "audio", "Praat prosody").call
         tracks.points = call([tracks.sound, tracks.pitch], "To PointProcess (cc)")
-    if use_opensmile:
-        tracks.smile_t, tracks.smile = _opensmile_tracks(audio)
     segments = [s for s in (transcript.segments if transcript else []) if s.end > s.start]
     if segments:
         spans = [(s.start, min(s.end, audio.duration), s.words) for s in segments]

@@ -450,3 +450,48 @@ def log_history_metrics(trainer: Any) -> dict[str, Any]:
     for entry in trainer.state.log_history:
         merged.update({k: v for k, v in entry.items() if isinstance(v, (int, float))})
     return merged
+
+
+# ------------------------------------------------------------------------------------ shared by SFT and GRPO
+
+
+def save_rows(rows: list[dict[str, Any]], data: dict[str, Any], output_dir: Path, kind: str) -> None:
+    """Log what the data builder kept and dropped, and write the rows (``train_rows.jsonl``, main process
+    only) so a user can inspect exactly what a recipe trains on, dry run or not."""
+    from affectllm.training.data import write_rows
+
+    log.info("%s rows: %s", kind, data)
+    if is_main_process():
+        write_rows(rows, output_dir / "train_rows.jsonl")
+
+
+def load_lora_model(recipe: Any, args: dict[str, Any]) -> tuple[Any, str]:
+    """The recipe's base model wrapped with its LoRA config, and the resolved base path for the card."""
+    model, base, kind = load_base_model(recipe.model)
+    return wrap_lora(model, recipe, kind, bool(args.get("gradient_checkpointing"))), base
+
+
+def train_and_save(
+    trainer: Any, recipe: Any, base: str, output_dir: Path, data: dict[str, Any]
+) -> TrainResult:
+    """Train (resuming from the newest checkpoint when the recipe says so), keep the wall time across
+    resumed runs, and save the adapter with its model card."""
+    resume = resolve_resume(recipe.resume, output_dir)
+    if resume:
+        log.info("resuming from %s", resume)
+    clock = WallClock(output_dir, resuming=bool(resume))
+    if is_main_process():
+        trainer.add_callback(clock.callback())
+    train_output = trainer.train(resume_from_checkpoint=resume)
+    if is_main_process():
+        clock.save()
+    result = TrainResult(
+        output_dir=output_dir,
+        adapter_dir=output_dir,
+        metrics={**log_history_metrics(trainer), **dict(train_output.metrics)},
+        wall_time_s=clock.total(),
+        global_step=int(trainer.state.global_step),
+        data=data,
+    )
+    save_run(trainer, recipe, base, result)
+    return result

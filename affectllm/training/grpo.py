@@ -13,21 +13,17 @@ from affectllm.errors import InputError, require
 from affectllm.rewards import build_rewards, reward_columns
 from affectllm.training.common import (
     TrainResult,
-    WallClock,
     cuda_available,
     dataset_from_rows,
-    is_main_process,
-    load_base_model,
+    load_lora_model,
     load_tokenizer,
-    log_history_metrics,
     resolve_model_path,
-    resolve_resume,
-    save_run,
+    save_rows,
+    train_and_save,
     trainer_defaults,
-    wrap_lora,
 )
 from affectllm.training.config import GRPORecipe
-from affectllm.training.data import BuildReport, build_grpo_rows, write_rows
+from affectllm.training.data import BuildReport, build_grpo_rows
 
 log = logging.getLogger(__name__)
 
@@ -63,37 +59,16 @@ def run_grpo(recipe: GRPORecipe, dry_run: bool = False) -> TrainResult:
     # Keep only what the rewards read: fewer columns, less to move between processes.
     keep = set(_KEEP) | reward_columns(recipe.rewards)
     rows = [{k: v for k, v in row.items() if k in keep} for row in rows]
-    log.info("GRPO rows: %s", report.to_dict())
-    if is_main_process():
-        write_rows(rows, output_dir / "train_rows.jsonl")
+    save_rows(rows, report.to_dict(), output_dir, "GRPO")
     if dry_run:
         return TrainResult(output_dir, output_dir, data=report.to_dict())
     dataset = dataset_from_rows(rows)
 
     from trl import GRPOConfig, GRPOTrainer
 
-    model, base, kind = load_base_model(recipe.model)
-    model = wrap_lora(model, recipe, kind, bool(args.get("gradient_checkpointing")))
+    model, base = load_lora_model(recipe, args)
     config = GRPOConfig(output_dir=str(output_dir), reward_weights=weights, **args)
     trainer = GRPOTrainer(
         model=model, reward_funcs=funcs, args=config, train_dataset=dataset, processing_class=tokenizer
     )
-    resume = resolve_resume(recipe.resume, output_dir)
-    if resume:
-        log.info("resuming from %s", resume)
-    clock = WallClock(output_dir, resuming=bool(resume))
-    if is_main_process():
-        trainer.add_callback(clock.callback())
-    train_output = trainer.train(resume_from_checkpoint=resume)
-    if is_main_process():
-        clock.save()
-    result = TrainResult(
-        output_dir=output_dir,
-        adapter_dir=output_dir,
-        metrics={**log_history_metrics(trainer), **dict(train_output.metrics)},
-        wall_time_s=clock.total(),
-        global_step=int(trainer.state.global_step),
-        data=report.to_dict(),
-    )
-    save_run(trainer, recipe, base, result)
-    return result
+    return train_and_save(trainer, recipe, base, output_dir, report.to_dict())

@@ -7,20 +7,16 @@ from pathlib import Path
 
 from affectllm.training.common import (
     TrainResult,
-    WallClock,
     dataset_from_rows,
-    is_main_process,
-    load_base_model,
+    load_lora_model,
     load_tokenizer,
-    log_history_metrics,
     resolve_model_path,
-    resolve_resume,
-    save_run,
+    save_rows,
+    train_and_save,
     trainer_defaults,
-    wrap_lora,
 )
 from affectllm.training.config import SFTRecipe
-from affectllm.training.data import BuildReport, build_sft_rows, write_rows
+from affectllm.training.data import BuildReport, build_sft_rows
 
 log = logging.getLogger(__name__)
 
@@ -39,35 +35,14 @@ def run_sft(recipe: SFTRecipe, dry_run: bool = False) -> TrainResult:
     args = trainer_defaults(recipe)
     report = BuildReport()
     rows = build_sft_rows(recipe.data, tokenizer, max_length=args.get("max_length", 1024), report=report)
-    log.info("SFT rows: %s", report.to_dict())
-    if is_main_process():
-        write_rows(rows, output_dir / "train_rows.jsonl")
+    save_rows(rows, report.to_dict(), output_dir, "SFT")
     if dry_run:
         return TrainResult(output_dir, output_dir, data=report.to_dict())
     dataset = dataset_from_rows(rows)
 
     from trl import SFTConfig, SFTTrainer
 
-    model, base, kind = load_base_model(recipe.model)
-    model = wrap_lora(model, recipe, kind, bool(args.get("gradient_checkpointing")))
+    model, base = load_lora_model(recipe, args)
     config = SFTConfig(output_dir=str(output_dir), **args)
     trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
-    resume = resolve_resume(recipe.resume, output_dir)
-    if resume:
-        log.info("resuming from %s", resume)
-    clock = WallClock(output_dir, resuming=bool(resume))
-    if is_main_process():
-        trainer.add_callback(clock.callback())
-    train_output = trainer.train(resume_from_checkpoint=resume)
-    if is_main_process():
-        clock.save()
-    result = TrainResult(
-        output_dir=output_dir,
-        adapter_dir=output_dir,
-        metrics={**log_history_metrics(trainer), **dict(train_output.metrics)},
-        wall_time_s=clock.total(),
-        global_step=int(trainer.state.global_step),
-        data=report.to_dict(),
-    )
-    save_run(trainer, recipe, base, result)
-    return result
+    return train_and_save(trainer, recipe, base, output_dir, report.to_dict())
