@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,19 +90,33 @@ class ResumableJSONL:
         yield from self.done.values()
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """Read a JSONL file, naming the file and line on malformed input."""
+def iter_jsonl_objects(
+    path: str | Path, lines: Iterable[str] | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line of a JSONL file (or of ``lines`` read from it).
+
+    Malformed JSON or a line that is not an object raises ``InputError`` naming the file and line.
+    """
     path = Path(path)
-    out = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-    return out
+    if lines is None:
+        with path.open(encoding="utf-8") as fh:
+            yield from iter_jsonl_objects(path, fh)
+        return
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"not valid JSON ({exc.msg})", line=lineno) from None
+        if not isinstance(row, dict):
+            raise InputError(path, "each line must be a JSON object", line=lineno)
+        yield lineno, row
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """Read a JSONL file of objects, naming the file and line on malformed input."""
+    return [row for _, row in iter_jsonl_objects(path)]
 
 
 def read_manifest(
@@ -129,25 +143,16 @@ def read_manifest(
     rows: list[tuple[str, dict[str, Any]]] = []
     seen: dict[str, int] = {}
     try:
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(path, f"not valid JSON ({exc.msg})", line=lineno) from None
-                if not isinstance(row, dict):
-                    raise InputError(path, "each line must be a JSON object", line=lineno)
-                item_id = get_id(row, lineno)
-                if item_id in seen:
-                    raise InputError(
-                        path, f"duplicate id {item_id!r} (first on line {seen[item_id]})", line=lineno
-                    )
-                seen[item_id] = lineno
-                rows.append((item_id, row))
-                if limit is not None and len(rows) >= limit:
-                    break
+        for lineno, row in iter_jsonl_objects(path):
+            item_id = get_id(row, lineno)
+            if item_id in seen:
+                raise InputError(
+                    path, f"duplicate id {item_id!r} (first on line {seen[item_id]})", line=lineno
+                )
+            seen[item_id] = lineno
+            rows.append((item_id, row))
+            if limit is not None and len(rows) >= limit:
+                break
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(path, f"cannot read manifest ({exc})") from None
     return rows

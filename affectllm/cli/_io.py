@@ -163,20 +163,9 @@ def _csv_rows(path: Path, text: str, delimiter: str) -> list[tuple[int, dict[str
 
 
 def _jsonl_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
-    from affectllm.errors import InputError
+    from affectllm.batch import iter_jsonl_objects
 
-    rows = []
-    for line, content in enumerate(text.splitlines(), 1):
-        if not content.strip():
-            continue
-        try:
-            record = json.loads(content)
-        except json.JSONDecodeError as exc:
-            raise InputError(path, f"not valid JSON ({exc.msg})", line=line) from None
-        if not isinstance(record, dict):
-            raise InputError(path, "each line must be a JSON object", line=line)
-        rows.append((line, record))
-    return rows
+    return list(iter_jsonl_objects(path, text.splitlines()))
 
 
 def check_names(gold: Table, pred: Table) -> list[str]:
