@@ -91,18 +91,22 @@ def parse_labels(value: str | None) -> list[str] | None:
     return labels or None
 
 
+def chosen_backend(args: argparse.Namespace) -> str | None:
+    """The backend the model options name: ``--base-url`` alone implies an OpenAI-compatible server."""
+    if args.base_url and args.backend not in (None, "openai"):
+        raise InputError(None, f"--base-url needs --backend openai (got --backend {args.backend})")
+    return "openai" if args.base_url and args.backend is None else args.backend
+
+
 def reasoner_from_args(args: argparse.Namespace):
     """Load the backend the options name (defaults from affectllm.models) as an EmotionReasoner."""
     from affectllm.reasoner import default_generation, load_reasoner
 
     if args.max_tokens < 1:
         raise InputError(None, "--max-tokens must be at least 1")
-    if args.base_url and args.backend not in (None, "openai"):
-        raise InputError(None, f"--base-url needs --backend openai (got --backend {args.backend})")
-    backend = "openai" if args.base_url and args.backend is None else args.backend
     generation = default_generation(args.task, args.max_tokens, args.temperature)
     return load_reasoner(
-        backend=backend,
+        backend=chosen_backend(args),
         model=args.model,
         adapter=args.adapter,
         base_url=args.base_url,

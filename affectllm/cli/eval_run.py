@@ -76,14 +76,13 @@ def _list(args: argparse.Namespace) -> int:
 
 def build_reasoner(task: Any, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """An EmotionReasoner configured from the task (prompt, labels, cues shown) and the model options."""
+    from affectllm.cli.chat import chosen_backend
     from affectllm.reasoner import load_reasoner
     from affectllm.tasks import generation_config
 
-    if args.base_url and args.backend not in (None, "openai"):
-        raise InputError(None, f"--base-url needs --backend openai (got --backend {args.backend})")
-    backend = "openai" if args.base_url and args.backend is None else args.backend
     generation = generation_config(task, {"max_new_tokens": args.max_tokens, "temperature": args.temperature})
     few_shot = args.few_shot if args.few_shot is not None else task.few_shot
+    backend = chosen_backend(args)
     reasoner = load_reasoner(
         backend=backend,
         model=args.model,
