@@ -93,6 +93,11 @@ class Embedder:
     def _load(self) -> Any:
         st = require("sentence_transformers", "embed", "Sentence embeddings (rationale metrics, grounding)")
         local = Path(self.model_name).exists()
+        # transformers draws a weight-loading progress bar on every load; for a 90 MB embedder it is only
+        # noise in the middle of a command's output.
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
         # local_files_only for paths: a missing file must fail at once instead of waiting on a hub.
         return st.SentenceTransformer(
             self.model_name, device=self.device, local_files_only=local, trust_remote_code=False
