@@ -7,7 +7,6 @@ GGUFs without one (the embedded base model), else the plain fallback of ``build_
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -62,9 +61,6 @@ class LlamaCppBackend(Backend):
         }
         if self.adapter:
             kwargs["lora_path"] = self.adapter
-        # llama-cpp-python routes most of llama.cpp's C-level log through this logger, whose level is unset
-        # by default, so its info and warning lines would reach the user's terminal on every load.
-        logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if verbose else logging.ERROR)
         try:
             self.llm = llama_cpp.Llama(**kwargs)
         except ValueError as exc:  # llama-cpp-python reports unreadable models as ValueError
