@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from affectllm.datasets import available_datasets, get_dataset, load_dataset_rows
-from affectllm.datasets._common import fix_text, parity_split
+from affectllm.datasets._common import find_media, fix_text, parity_split
 from affectllm.datasets.mer import mer2023_fold, ovmerd_names
 from affectllm.errors import InputError
 
@@ -338,3 +338,15 @@ def test_shared_speech(shared_data: Path) -> None:
     assert all(EMODB_CODES[r["id"][5]] == r["label"] for r in emodb)
     ravdess = load_dataset_rows("ravdess", shared_data / "audio" / "ravdess", "dev")
     assert [r["label"] for r in ravdess] == ["neutral"]
+
+
+def test_media_added_between_conversions_is_found(tmp_path: Path) -> None:
+    # Folder listings are cached within one conversion only; a later load must see new media.
+    (tmp_path / "labels.csv").write_text("file,emotion,speaker,sex,text\n")
+    wav_dir = tmp_path / "wav"
+    wav_dir.mkdir()
+    assert find_media(tmp_path, "x", ["wav"], [".wav"]) is None
+    (wav_dir / "x.wav").write_bytes(b"RIFF")
+    with pytest.raises(InputError):
+        load_dataset_rows("emodb", tmp_path, split="train")  # clears the listings before converting
+    assert find_media(tmp_path, "x", ["wav"], [".wav"]) == str(wav_dir / "x.wav")

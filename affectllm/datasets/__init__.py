@@ -19,7 +19,14 @@ from typing import Any
 
 from affectllm.batch import read_manifest
 from affectllm.datasets import friends, goemotions, mer, speech
-from affectllm.datasets._common import check_data_dir, fix_text, make_row, read_table, read_text_file
+from affectllm.datasets._common import (
+    check_data_dir,
+    fix_text,
+    forget_file_listings,
+    make_row,
+    read_table,
+    read_text_file,
+)
 from affectllm.errors import InputError
 
 
@@ -193,6 +200,8 @@ def load_dataset_rows(
         )
     folder = check_data_dir(data_dir)
     kwargs = {**spec.defaults, **options}
+    # Media look-ups reuse folder listings within one conversion; a new call sees files added since.
+    forget_file_listings()
     rows = spec.loader(folder, split, **kwargs)
     excluded = _exclusions(exclude_ids)
     if excluded:

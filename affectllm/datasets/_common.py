@@ -185,6 +185,11 @@ def _file_names(folder: str) -> frozenset[str]:
         return frozenset()
 
 
+def forget_file_listings() -> None:
+    """Drop cached folder listings, so media added since the last conversion are found."""
+    _file_names.cache_clear()
+
+
 def find_media(data_dir: Path, stem: str, folders: Iterable[str], exts: Iterable[str]) -> str | None:
     """The first ``folder/stem.ext`` that exists under ``data_dir`` (media are optional sidecars)."""
     for folder in folders:
