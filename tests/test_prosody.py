@@ -189,24 +189,109 @@ def test_unknown_sex_uses_the_pooled_norm(emodb):
     assert "pooled adult norm (sex unknown)" in pitch.detail
 
 
-def test_direct_opensmile_run_matches_the_public_api(emodb):
-    """The one-pass engine driver must give exactly what ``Smile.process`` gives, frame for frame."""
+def _stock_egemaps_lld(audio: AudioData) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The opensmile package's own eGeMAPSv02 LLD set (all 25 columns) through its public API."""
+    import opensmile
+
+    smile = opensmile.Smile(opensmile.FeatureSet.eGeMAPSv02, opensmile.FeatureLevel.LowLevelDescriptors)
+    # Resampled audio can overshoot +-1.0; Smile.process's int16 cast then wraps round (a click), our engine
+    # clips. Compare on the clipped signal, where the two must agree.
+    clipped = np.clip(audio.samples, -1.0, 32767 / 32768)
+    starts, ends, values = smile.process(clipped, audio.sample_rate)
+    names = list(smile.feature_names)
+    centres = (starts.total_seconds() + ends.total_seconds()) / 2.0
+    return np.asarray(centres), {c: np.asarray(values)[:, names.index(c)] for c in names}
+
+
+# The stock graph flushes its F0/HNR smoother at end of input before the last frames have reached it (it even
+# emits one frame time twice), so the final frames of F0 and HNR may differ; loudness never does.
+_END_FRAMES = 5
+
+
+def test_prosody_lld_config_equals_the_full_egemaps_columns(emodb):
+    """Our reduced openSMILE configuration gives the eGeMAPSv02 columns the cues read, frame for frame, on real
+    speech: whole clips, and clips cut in mid-word (speech running into the end of input)."""
+    from affectllm.textualize import prosody
+
+    clips = [audio for _, audio, _ in emodb.values()]
+    rng = np.random.default_rng(0)
+    for audio in list(clips[:6]):
+        n = int(rng.integers(4000, len(audio.samples)))
+        clips.append(AudioData.from_array(audio.samples[-n:].copy(), audio.sample_rate))
+    exact = 0
+    for audio in clips:
+        centres, ours = prosody._opensmile_tracks(audio)  # one engine, reset between clips
+        ref_centres, ref = _stock_egemaps_lld(audio)
+        assert len(centres) == len(ref_centres) > 20
+        np.testing.assert_allclose(centres, ref_centres, atol=1e-9)
+        np.testing.assert_allclose(ours["Loudness_sma3"], ref["Loudness_sma3"], rtol=1e-6)
+        same = True
+        for col in ("F0semitoneFrom27.5Hz_sma3nz", "HNRdBACF_sma3nz"):
+            np.testing.assert_allclose(
+                ours[col][:-_END_FRAMES], ref[col][:-_END_FRAMES], rtol=1e-6, atol=1e-9
+            )
+            same = same and np.allclose(ours[col], ref[col], rtol=1e-6, atol=1e-9)
+        exact += same
+    assert exact >= len(emodb) - 2  # whole EmoDB clips end in silence: identical to the last frame
+
+
+def test_prosody_lld_engine_is_reused_and_reset_between_clips(emodb):
+    from affectllm.textualize import prosody
+
+    (_, a, _), (_, b, _) = list(emodb.values())[:2]
+    first = prosody._opensmile_tracks(a)
+    engine = prosody._egemaps_engine(a.sample_rate)
+    assert engine is not None and prosody._egemaps_engine(a.sample_rate) is engine
+    prosody._opensmile_tracks(b)
+    again = prosody._opensmile_tracks(a)
+    np.testing.assert_array_equal(first[0], again[0])
+    for col in prosody._SMILE_COLUMNS:
+        np.testing.assert_array_equal(first[1][col], again[1][col])
+    # Re-registering the sink callback on every clip must not pile up callbacks in the wrapper.
+    assert len(getattr(engine._engine, "_callbacks", [])) <= 1
+    # The wrapper's public callback (used when the raw one is unavailable) collects the same frames.
+    raw = engine._raw
+    try:
+        engine._raw = None, None
+        public = prosody._opensmile_tracks(a)
+        prosody._opensmile_tracks(b)
+        assert len(getattr(engine._engine, "_callbacks", [])) <= 1
+    finally:
+        engine._raw = raw
+    np.testing.assert_array_equal(first[0], public[0])
+    for col in prosody._SMILE_COLUMNS:
+        np.testing.assert_array_equal(first[1][col], public[1][col])
+    # Another sample rate gets its own engine; shorter than one analysis frame gives no rows and no crash.
+    tiny = AudioData.from_array(np.full(400, 0.1, np.float32), 8000)
+    centres, cols = prosody._opensmile_tracks(tiny)
+    assert len(centres) == 0 and all(len(v) == 0 for v in cols.values())
+    assert prosody._egemaps_engine(8000) is not engine
+
+
+def test_prosody_lld_config_ships_in_the_package():
+    from affectllm.resources import PACKAGE_DIR
+    from affectllm.textualize import prosody
+
+    # The wheel packages the whole affectllm/ folder (pyproject: [tool.hatch.build.targets.wheel]), data included.
+    conf = prosody.EGEMAPS_LLD_CONFIG
+    assert conf.is_file() and conf.resolve().is_relative_to(PACKAGE_DIR)
+    assert "cExternalAudioSource" in conf.read_text(encoding="utf-8")
+
+
+def test_opensmile_falls_back_to_the_full_set_when_the_engine_cannot_start(emodb, monkeypatch):
     from affectllm.textualize import prosody
 
     _, audio, _ = next(iter(emodb.values()))
-    smile = prosody._smile()
-    centres, values = prosody._egemaps_lld_direct(smile, audio)
-    # Resampled audio can overshoot +-1.0; Smile.process's int16 cast then wraps round (a click), the direct
-    # driver clips. Compare on the clipped signal, where the two must agree exactly.
-    clipped = np.clip(audio.samples, -1.0, 32767 / 32768)
-    starts, ends, ref = smile.process(clipped, audio.sample_rate)
-    ref = np.asarray(ref)
-    assert values.shape == ref.shape == (len(centres), len(smile.feature_names)) and len(centres) > 100
-    np.testing.assert_allclose(centres, (starts.total_seconds() + ends.total_seconds()) / 2.0)
-    np.testing.assert_allclose(values, ref, rtol=1e-6, equal_nan=True)
-    # Shorter than one analysis frame: no rows, no crash.
-    tiny = AudioData.from_array(np.full(400, 0.1, np.float32), 16000)
-    assert prosody._egemaps_lld_direct(smile, tiny)[1].shape[0] == 0
+    expected = prosody._opensmile_tracks(audio)
+
+    def broken(sample_rate: int) -> None:
+        raise RuntimeError("component option renamed")
+
+    monkeypatch.setattr(prosody, "_EgemapsEngine", broken)
+    monkeypatch.setattr(prosody, "_engines", type(prosody._engines)())
+    centres, cols = prosody._opensmile_tracks(audio)
+    np.testing.assert_allclose(centres, expected[0], atol=1e-9)
+    np.testing.assert_allclose(cols["Loudness_sma3"], expected[1]["Loudness_sma3"], rtol=1e-6)
 
 
 def test_egemaps_f0_replaces_the_coarse_praat_pass(emodb):

@@ -9,7 +9,8 @@ Extractors and why each is used where it is:
 - **openSMILE eGeMAPSv02** (Eyben et al., 2016): the low-level descriptors are extracted once per clip and
   per-utterance functionals are computed from them with eGeMAPS' definitions (arithmetic mean over all frames
   for loudness, over voiced frames for HNR). One LLD pass per clip costs the same as one Functionals pass per
-  utterance would, but yields every utterance's values.
+  utterance would, but yields every utterance's values. Only the LLDs the cues read are computed
+  (``affectllm/data/egemaps_v02_prosody.conf``, eGeMAPSv02's own components and settings).
 
 Baselines: with three or more utterances in the clip (or a ``baseline`` from the speaker's other clips), each
 value is a z-score against the speaker's *other* utterances. Otherwise pitch level, pitch range and speaking
@@ -20,10 +21,12 @@ they are then reported with their values and no band.
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import json
+import logging
 import math
-import os
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -35,6 +38,8 @@ from affectllm.media import AudioData
 from affectllm.resources import data_path
 from affectllm.schema import ACOUSTIC, Cue
 from affectllm.textualize.asr import Transcript
+
+log = logging.getLogger(__name__)
 
 SRC_PRAAT = "praat"
 SRC_OPENSMILE = "opensmile:eGeMAPSv02"
@@ -231,7 +236,118 @@ def _praat_tracks(audio: AudioData, sex: str, f0_hint_hz: np.ndarray | None = No
     )
 
 
-_SMILE_COLUMNS = ("Loudness_sma3", "HNRdBACF_sma3nz", "F0semitoneFrom27.5Hz_sma3nz")
+# The eGeMAPSv02 LLD columns the cues read. Our configuration computes only these (see EGEMAPS_LLD_CONFIG).
+_SMILE_COLUMNS = ("Loudness_sma3", "F0semitoneFrom27.5Hz_sma3nz", "HNRdBACF_sma3nz")
+EGEMAPS_LLD_CONFIG = data_path("egemaps_v02_prosody.conf")
+_SMILE_SOURCE, _SMILE_SINK = "in", "out"
+
+
+class _EgemapsEngine:
+    """openSMILE running ``EGEMAPS_LLD_CONFIG``: parsed and set up once per sample rate, reset between clips.
+
+    The full eGeMAPSv02 graph also computes formants, jitter/shimmer, spectral balance and MFCCs that no cue
+    reads, and ``Smile.process`` re-parses its configuration and wraps every frame time in pandas on each call;
+    together that was ~2.9x the cost of this engine. The columns are identical to eGeMAPSv02's (checked in
+    tests/test_prosody.py), except within the last ~50 ms of a clip, where the stock graph's end-of-input flush
+    smooths F0/HNR against a frame that is not yet there (it even emits one frame time twice).
+    """
+
+    def __init__(self, sample_rate: int) -> None:
+        from opensmile.core import lib
+
+        self.sample_rate = sample_rate
+        self._engine = lib.OpenSMILE()
+        self._engine.initialize(
+            str(EGEMAPS_LLD_CONFIG), options={"sampleRate": sample_rate}, loglevel=1, debug=False
+        )
+        self._used = False
+        names = tuple(
+            self._engine.external_sink_get_element_name(_SMILE_SINK, i)
+            for i in range(self._engine.external_sink_get_num_elements(_SMILE_SINK))
+        )
+        if names != _SMILE_COLUMNS:
+            self.close()
+            raise RuntimeError(f"{EGEMAPS_LLD_CONFIG.name} yields {names}, expected {_SMILE_COLUMNS}")
+        # The sink callback runs once per 10 ms frame. The wrapper's own callback builds a numpy view per frame
+        # (~10 % of this engine's time on 2 s clips); the raw one copies the frame's float32 bytes and is
+        # used when the wrapper exposes it (opensmile 2.x).
+        self._raw = getattr(lib, "smileapi", None), getattr(lib, "ExternalSinkCallbackEx", None)
+        if not all(hasattr(self._engine, a) for a in ("_smileobj", "_check_smile_result")):
+            self._raw = None, None
+        self._frames: list[bytes] = []
+        self._centres: list[float] = []
+        self._callback: Any = None
+
+    def _collect_raw(self, data: Any, _nt: int, n: int, meta: Any, _param: Any) -> int:
+        self._frames.append(ctypes.string_at(data, n * 4))  # FLOAT_DMEM is float32
+        m = meta.contents
+        self._centres.append(m.time + m.lengthSec / 2.0)
+        return 1
+
+    def _collect(self, data: np.ndarray, meta: Any) -> None:
+        self._frames.append(np.asarray(data, dtype=np.float32).tobytes())
+        self._centres.append(meta.time + meta.lengthSec / 2.0)
+
+    def _set_sink_callback(self) -> None:
+        # A reset engine forgets its sink callback, so it is registered again for every clip.
+        api, callback_type = self._raw
+        if api is not None and callback_type is not None:
+            self._callback = callback_type(self._collect_raw)  # kept referenced while C holds it
+            self._engine._check_smile_result(
+                api.smile_extsink_set_data_callback_ex(
+                    self._engine._smileobj, _SMILE_SINK.encode("ascii"), self._callback, None
+                )
+            )
+            return
+        self._engine.external_sink_set_callback_ex(_SMILE_SINK, self._collect)
+        # The wrapper keeps every callback it was ever given alive: drop the stale ones.
+        callbacks = getattr(self._engine, "_callbacks", None)
+        if isinstance(callbacks, list):
+            del callbacks[:-1]
+
+    def process(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(frame centres in s, values with one column per ``_SMILE_COLUMNS`` entry) of one clip."""
+        engine = self._engine
+        if self._used:
+            engine.reset()
+        self._used = True
+        self._frames, self._centres = [], []
+        self._set_sink_callback()
+        # Resampled audio can overshoot +-1.0: clip rather than let the int16 cast wrap round into a click.
+        pcm = np.clip(samples * 32768.0, -32768, 32767).astype(np.int16)
+        engine.external_audio_source_write_data(_SMILE_SOURCE, pcm.tobytes())
+        engine.external_audio_source_set_eoi(_SMILE_SOURCE)
+        engine.run()
+        frames, centres = self._frames, self._centres
+        self._frames, self._centres = [], []
+        values = np.frombuffer(b"".join(frames), dtype=np.float32).astype(np.float64)
+        return np.asarray(centres, dtype=np.float64), values.reshape(-1, len(_SMILE_COLUMNS))
+
+    def close(self) -> None:
+        self._engine.free()
+
+
+# One engine per thread and sample rate: an openSMILE instance runs one clip at a time.
+_engines = threading.local()
+
+
+def _egemaps_engine(sample_rate: int) -> _EgemapsEngine | None:
+    """The cached engine for ``sample_rate``, or None when this opensmile cannot run our configuration."""
+    cache: dict[int, _EgemapsEngine | None] = _engines.__dict__.setdefault("by_rate", {})
+    if sample_rate not in cache:
+        require("opensmile", "audio", "openSMILE eGeMAPSv02 features")
+        try:
+            from opensmile.core.lib import OpenSmileException
+        except ImportError:
+            OpenSmileException = RuntimeError
+        try:
+            cache[sample_rate] = _EgemapsEngine(sample_rate)
+        except (ImportError, AttributeError, ValueError, RuntimeError, OSError, OpenSmileException) as exc:
+            # A future opensmile may move its engine wrapper or rename component options; the public API with
+            # the stock eGeMAPSv02 set still gives the same columns, only slower.
+            log.warning("openSMILE: %s; using the full eGeMAPSv02 set instead", exc)
+            cache[sample_rate] = None
+    return cache[sample_rate]
 
 
 @lru_cache(maxsize=1)
@@ -242,59 +358,18 @@ def _smile():
 
 def _opensmile_tracks(audio: AudioData) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """eGeMAPSv02 LLD frame centres (s) and the columns in ``_SMILE_COLUMNS``, from one pass over the clip."""
+    engine = _egemaps_engine(audio.sample_rate)
+    if engine is not None:
+        centres, values = engine.process(audio.samples)
+        return centres, {c: values[:, i] for i, c in enumerate(_SMILE_COLUMNS)}
     smile = _smile()
     names = list(smile.feature_names)
-    direct = _egemaps_lld_direct(smile, audio)
-    if direct is not None:
-        centres, values = direct
-    else:
-        starts, ends, values = smile.process(audio.samples, audio.sample_rate)
-        values = np.asarray(values)
-        if values.ndim == 2 and values.shape[0] == len(names) and values.shape[1] != len(names):
-            values = values.T
-        centres = (np.asarray(starts.total_seconds()) + np.asarray(ends.total_seconds())) / 2.0
+    starts, ends, values = smile.process(np.clip(audio.samples, -1.0, 32767 / 32768), audio.sample_rate)
+    values = np.asarray(values)
+    if values.ndim == 2 and values.shape[0] == len(names) and values.shape[1] != len(names):
+        values = values.T
+    centres = (np.asarray(starts.total_seconds()) + np.asarray(ends.total_seconds())) / 2.0
     return centres, {c: values[:, names.index(c)] for c in _SMILE_COLUMNS}
-
-
-def _egemaps_lld_direct(smile: Any, audio: AudioData) -> tuple[np.ndarray, np.ndarray] | None:
-    """Run the stock eGeMAPSv02 config through openSMILE's engine and collect LLD frames as plain arrays.
-
-    ``Smile.process`` does the same run, then wraps every frame time in pandas Timedeltas and goes through
-    audinterface's signal handling: on 2 s clips that is ~15 % of openSMILE's cost for nothing we use. This
-    relies on ``Smile._options``/``Smile._smile`` (opensmile 2.x); when they are missing it returns None and
-    the public API is used. The features are identical either way (tests/test_prosody.py checks).
-    """
-    try:
-        from opensmile.core.config import config as smile_config
-
-        options = smile._options()
-        options.update(
-            source=os.path.join(smile.default_config_root, smile_config.EXTERNAL_INPUT_CONFIG),
-            sampleRate=audio.sample_rate,
-            nBits=16,
-        )
-        engine = smile._smile(options=options)
-        sink, source = smile_config.EXTERNAL_OUTPUT_COMPONENT, smile_config.EXTERNAL_SOURCE_COMPONENT
-    except (ImportError, AttributeError, TypeError):
-        return None
-    rows: list[np.ndarray] = []
-    centres: list[float] = []
-
-    def collect(data: np.ndarray, meta: Any) -> None:
-        rows.append(np.array(data, dtype=np.float64).reshape(-1))
-        centres.append(meta.time + meta.lengthSec / 2.0)
-
-    try:
-        engine.external_sink_set_callback_ex(sink, collect)
-        pcm = np.clip(audio.samples * 32768.0, -32768, 32767).astype(np.int16)
-        engine.external_audio_source_write_data(source, pcm.tobytes())
-        engine.external_audio_source_set_eoi(source)
-        engine.run()
-    finally:
-        engine.free()
-    if not rows:  # shorter than one 60 ms analysis frame
-        return np.zeros(0), np.zeros((0, len(smile.feature_names)))
-    return np.asarray(centres), np.vstack(rows)
 
 
 def _sounding_extent(tracks: _Tracks, start: float, end: float) -> tuple[float, float] | None:
