@@ -3,10 +3,14 @@
 For each setting it reports MELD-dev weighted F1 (closed set, dialogue context) and emotion-wheel F at levels 1
 and 2 on the OV-MERD dev gold, with the English MER2023 subtitle as the only input, plus the mean number of
 emotions listed per open-vocabulary answer (so a GRPO gain bought by listing many emotions is visible) and the
-share of answers that followed the contract. Deltas are against the zero-shot base run in the same process.
+share of answers that followed the contract. Deltas are against the zero-shot base run on the same subset
+(scored in the same process, or earlier into the same ``--output`` file).
 
     python bench/bench_training.py --data-root ../shared/data \
         --sft-adapter runs/gemma3-270m-sft --grpo-adapter runs/gemma3-270m-grpo --output bench_training.json
+    # the same comparison on llama.cpp (the chat default), with each adapter's adapter.gguf:
+    python bench/bench_training.py --backend llamacpp --sft-adapter runs/gemma3-270m-sft \
+        --grpo-adapter runs/gemma3-270m-grpo --output bench_training.json
     # smoke run on the tiny test model (seconds):
     python bench/bench_training.py --model DIR --sft-adapter A --grpo-adapter B --limit 4 --max-new-tokens 16
 
@@ -116,6 +120,46 @@ def settings(args: argparse.Namespace) -> list[tuple[str, str | None, bool]]:
     return out
 
 
+_IDENTITY = ("backend", "limit", "seed", "max_new_tokens", "context_turns")
+
+
+def _payload(args: argparse.Namespace, model: str, results: dict[str, Any]) -> dict[str, Any]:
+    return {"model": model, **{key: getattr(args, key) for key in _IDENTITY}, "results": results}
+
+
+def _earlier_results(args: argparse.Namespace, model: str) -> dict[str, dict[str, Any]]:
+    """Settings already scored in ``--output`` by an earlier run on the same data and backend: a long
+    comparison can run setting by setting (``--settings``) while adapters are still training."""
+    if not args.output or not Path(args.output).is_file():
+        return {}
+    earlier = json.loads(Path(args.output).read_text(encoding="utf-8"))
+    same = all(
+        earlier.get(key) == value
+        for key, value in (
+            ("model", model),
+            ("backend", args.backend),
+            ("limit", args.limit),
+            ("seed", args.seed),
+        )
+    )
+    return dict(earlier.get("results", {})) if same else {}
+
+
+def backend_options(
+    backend: str, model: str, adapter: str | None, batch_size: int, threads: int | None = None
+) -> dict[str, Any]:
+    """Options for ``get_backend``. llama.cpp reads the GGUF conversion (``adapter.gguf``) kept in an
+    adapter folder; ``"none"`` keeps either backend from attaching the shipped default adapter to base runs."""
+    if backend == "llamacpp":
+        if adapter is not None and Path(adapter).is_dir():
+            adapter = str(Path(adapter) / "adapter.gguf")
+        options = {"model": None if model == "embedded" else model, "adapter": adapter or "none"}
+        return {**options, "n_threads": threads} if threads else options
+    from affectllm.training.common import resolve_model_path
+
+    return {"model": resolve_model_path(model), "adapter": adapter or "none", "batch_size": batch_size}
+
+
 def markdown(results: dict[str, dict[str, Any]]) -> str:
     base = results.get("zero-shot base")
     cols = [
@@ -141,6 +185,17 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="embedded", help="base model dir / id ('embedded': Gemma 3 270M)")
+    parser.add_argument(
+        "--backend",
+        choices=["transformers", "llamacpp"],
+        default="transformers",
+        help="transformers (PEFT adapters) or llamacpp (the GGUF base and each adapter's adapter.gguf)",
+    )
+    parser.add_argument(
+        "--settings",
+        default="zero-shot base,few-shot base,SFT,SFT+GRPO",
+        help="comma-separated subset of the settings to run",
+    )
     parser.add_argument("--sft-adapter", help="the SFT LoRA adapter folder")
     parser.add_argument("--grpo-adapter", help="the SFT+GRPO LoRA adapter folder")
     parser.add_argument("--data-root", default=os.environ.get("AFFECTLLM_DATA", "../shared/data"))
@@ -149,22 +204,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context-turns", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=160)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--threads", type=int, help="llama.cpp threads (default: all cores; 1 when sharing a busy machine)"
+    )
     parser.add_argument("--output", help="write the results as JSON here")
     args = parser.parse_args(argv)
 
     from affectllm.backends import get_backend
-    from affectllm.training.common import resolve_model_path
 
-    model = resolve_model_path(args.model)
+    model = args.model
     sets = load_dev_sets(Path(args.data_root), args.limit, args.seed, args.context_turns)
     print(
         f"dev rows: MELD {len(sets['meld'])}, OV-MERD {len(sets['ovmerd'])}; model {model}", file=sys.stderr
     )
     results: dict[str, dict[str, Any]] = {}
+    wanted = {name.strip() for name in args.settings.split(",")}
+    results.update(_earlier_results(args, model))
     for name, adapter, few_shot in settings(args):
-        # "none" keeps the backend from attaching the shipped default adapter to the base runs.
+        if name not in wanted:
+            continue
         backend = get_backend(
-            "transformers", model=model, adapter=adapter or "none", batch_size=args.batch_size
+            args.backend, **backend_options(args.backend, model, adapter, args.batch_size, args.threads)
         )
         try:
             results[name] = run_setting(backend, sets, few_shot, args.max_new_tokens, args.batch_size)
@@ -172,10 +232,11 @@ def main(argv: list[str] | None = None) -> int:
             backend.close()
         results[name]["adapter"] = adapter
         print(f"{name}: {json.dumps(results[name])}", file=sys.stderr)
+        if args.output:  # after every setting: a long comparison loses no finished setting
+            Path(args.output).write_text(
+                json.dumps(_payload(args, model, results), indent=2), encoding="utf-8"
+            )
     print(markdown(results))
-    if args.output:
-        payload = {"model": model, "limit": args.limit, "seed": args.seed, "results": results}
-        Path(args.output).write_text(json.dumps(payload, indent=2), encoding="utf-8")
     return 0
 
 

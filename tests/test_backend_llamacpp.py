@@ -63,3 +63,32 @@ def test_few_shot_steers_the_base_model(backend) -> None:
 def test_missing_model_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not found"):
         get_backend("llamacpp", model=str(tmp_path / "none.gguf"))
+
+
+def test_corrupt_model_file_is_an_input_error_quoting_llama_cpp(tmp_path: Path, capfd) -> None:
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 64)
+    with pytest.raises(InputError, match="could not load") as info:
+        get_backend("llamacpp", model=str(bad), n_threads=1)
+    assert str(bad) in str(info.value)
+    # llama.cpp's own complaint is quoted in the error instead of being printed around it.
+    assert "llama_model_load" not in capfd.readouterr().err
+
+
+def test_the_shipped_adapter_is_the_quiet_default_and_answers_in_contract(capfd) -> None:
+    from affectllm import models
+
+    shipped = models.default_adapter("llamacpp")
+    if shipped is None:
+        pytest.skip("no default adapter ships in this checkout")
+    backend = get_backend("llamacpp", n_threads=1)
+    try:
+        assert backend.adapter == str(shipped)
+        config = GenerationConfig(max_new_tokens=120, temperature=0.0, stop=list(STOP_SEQUENCES))
+        text = backend.generate([build_messages(CLIP, few_shot=False)], config)[0]
+    finally:
+        backend.close()
+    prediction = parse_answer(text, clip=CLIP)
+    # Zero-shot, the fine-tuned adapter answers in the contract the base model needs examples for.
+    assert prediction.format_ok and prediction.emotions, text
+    assert "llama_" not in capfd.readouterr().err

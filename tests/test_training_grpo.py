@@ -74,3 +74,48 @@ def test_bad_init_adapter_is_an_input_error(tmp_path, tiny_lm_dir):
     recipe.init_adapter = str(tmp_path)
     with pytest.raises(InputError, match="not a PEFT adapter"):
         run_grpo(recipe)
+
+
+def test_cpu_completion_logps_equal_trls_fused_head(tmp_path, tiny_lm_dir):
+    """On a CPU completions are scored through the model's own head for the completion positions only; the
+    log-probabilities and entropies must equal trl's fused head over the whole sequence."""
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import GRPOConfig, GRPOTrainer
+
+    from affectllm.training.grpo import cpu_logits_trainer_class
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    config = GRPOConfig(
+        output_dir=str(tmp_path),
+        use_cpu=True,
+        bf16=False,  # as affectllm's recipes run on a CPU; autocast differs between the two paths
+        report_to="none",
+        per_device_train_batch_size=2,
+        num_generations=2,
+        temperature=0.7,
+        max_steps=1,
+    )
+    dataset = Dataset.from_list([{"prompt": "a b c"}])
+    trainer = cpu_logits_trainer_class()(
+        model=model,
+        reward_funcs=[lambda completions, **_: [0.0] * len(completions)],
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    input_ids = torch.randint(0, 50, (3, 10))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[2, :3] = 0  # a left-padded prompt
+    ours, our_entropy, _ = trainer._get_per_token_logps_and_entropies(
+        model, input_ids, attention_mask, 4, batch_size=2, compute_entropy=True
+    )
+    theirs, their_entropy, _ = GRPOTrainer._get_per_token_logps_and_entropies(
+        trainer, model, input_ids, attention_mask, 4, batch_size=2, compute_entropy=True
+    )
+    assert ours.shape == theirs.shape == (3, 4)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    assert torch.allclose(our_entropy, their_entropy, atol=1e-4)

@@ -122,3 +122,44 @@ def test_qlora_needs_a_gpu(tmp_path, tiny_lm_dir):
     recipe.model.load_in_4bit = True
     with pytest.raises(InputError, match="needs a CUDA GPU"):
         load_base_model(recipe.model)
+
+
+def test_answer_span_loss_equals_the_full_logits_loss(tiny_lm_dir, tmp_path):
+    """The trainer's loss projects only the answer positions through the output head; it must equal the
+    model's own loss over full logits (same masked tokens), and its gradients must match too."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig
+
+    from affectllm.training.sft import completion_logits_trainer_class
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_lm_dir, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    from datasets import Dataset
+
+    dataset = Dataset.from_list([{"prompt": "a b c", "completion": " d e"}])
+    config = SFTConfig(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=1)
+    trainer = completion_logits_trainer_class()(
+        model=model, args=config, train_dataset=dataset, processing_class=tokenizer
+    )
+    input_ids = torch.randint(0, 50, (2, 12))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 10:] = 0  # right padding of the shorter row
+    labels = input_ids.clone()
+    labels[0, :7] = -100  # prompts of different lengths
+    labels[1, :4] = -100
+    labels[1, 10:] = -100
+    inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+    model.train()
+    model.zero_grad()
+    ours = trainer.compute_loss(model, dict(inputs))
+    ours.backward()
+    ours_grad = model.lm_head.weight.grad.clone()
+    model.zero_grad()
+    reference = model(**inputs).loss
+    reference.backward()
+    assert torch.allclose(ours, reference, atol=1e-5)
+    assert torch.allclose(ours_grad, model.lm_head.weight.grad, atol=1e-5)
+    assert trainer._metrics["train"]["mean_token_accuracy"]

@@ -7,13 +7,61 @@ GGUFs without one (the embedded base model), else the plain fallback of ``build_
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from affectllm.backends.base import Backend, GenerationConfig, Message, text_only
 from affectllm.errors import InputError, require
+
+
+class _Captured:
+    """Native stderr output held while a model loads (readable during and after the capture)."""
+
+    def __init__(self) -> None:
+        self.file: Any = None
+        self.final: str | None = None
+
+    def text(self) -> str:
+        if self.final is not None:
+            return self.final
+        if self.file is None:
+            return ""
+        self.file.seek(0)
+        return self.file.read().decode("utf-8", "replace")
+
+
+@contextlib.contextmanager
+def _native_stderr_captured(enabled: bool = True) -> Iterator[_Captured]:
+    """Hold what llama.cpp's C code writes to file descriptor 2 while a model loads.
+
+    llama-cpp-python's ``verbose=False`` misses some native log lines (the sliding-window KV cache notice, one
+    line per LoRA tensor about buffer types), which would land in the middle of a chat. They are kept here so
+    a failed load can still quote them.
+    """
+    captured = _Captured()
+    if not enabled:
+        yield captured
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable fd 2 (embedded interpreters): leave stderr alone
+        yield captured
+        return
+    with tempfile.TemporaryFile() as sink:
+        captured.file = sink
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.final = captured.text()
 
 
 class LlamaCppBackend(Backend):
@@ -61,10 +109,14 @@ class LlamaCppBackend(Backend):
         }
         if self.adapter:
             kwargs["lora_path"] = self.adapter
-        try:
-            self.llm = llama_cpp.Llama(**kwargs)
-        except ValueError as exc:  # llama-cpp-python reports unreadable models as ValueError
-            raise InputError(path, f"llama.cpp could not load the model: {exc}") from exc
+        with _native_stderr_captured(enabled=not verbose) as captured:
+            try:
+                self.llm = llama_cpp.Llama(**kwargs)
+            except ValueError as exc:  # llama-cpp-python reports unreadable models as ValueError
+                detail = captured.text().strip().splitlines()[-3:]
+                raise InputError(
+                    path, f"llama.cpp could not load the model: {exc}" + "".join(f"\n  {d}" for d in detail)
+                ) from exc
         self.chat_template = chat_template or self._template_from_metadata()
 
     def _template_from_metadata(self) -> str | None:

@@ -1,0 +1,209 @@
+#!/usr/bin/env python
+"""Package a trained LoRA adapter as affectllm's default (``affectllm/data/adapters/gemma3-270m-ov/``).
+
+What ships, for every backend the embedded model runs on:
+  adapter_config.json, adapter_model.safetensors   PEFT form (transformers, vLLM); weights stored as float16,
+                                                   which PEFT casts back to the model's dtype on load
+  adapter.gguf                                     llama.cpp form, converted by llama.cpp's own
+                                                   convert_lora_to_gguf.py (float16)
+  recipe-sft.yaml, recipe-grpo.yaml, training.json what was trained, on what, for how long
+  README.md                                        the model card, with the dev-set comparison when given
+
+llama.cpp's converter is not a PyPI package; it ships inside llama-cpp-python's source distribution:
+
+    pip download llama-cpp-python==0.3.36 --no-deps --no-binary :all: -d /tmp/lcpp
+    python tools/ship_default_adapter.py --sft runs/gemma3-270m-sft --grpo runs/gemma3-270m-grpo \\
+        --llama-cpp /tmp/lcpp/llama_cpp_python-0.3.36.tar.gz --bench bench_training.json
+
+``--llama-cpp`` takes that tarball, or a llama.cpp source checkout (the folder with convert_lora_to_gguf.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+TARGET = ROOT / "affectllm" / "data" / "adapters" / "gemma3-270m-ov"
+SIZE_LIMIT = 10 * 1024 * 1024  # what a source checkout should carry, in all
+CONVERTER = "convert_lora_to_gguf.py"
+
+
+def llama_cpp_source(path: Path, scratch: Path) -> Path:
+    """The llama.cpp folder holding the converter: the given checkout, or extracted from an sdist tarball."""
+    if path.is_dir():
+        found = sorted(path.rglob(CONVERTER))
+        if not found:
+            raise SystemExit(f"{path}: no {CONVERTER} inside")
+        return found[0].parent
+    if not tarfile.is_tarfile(path):
+        raise SystemExit(f"{path}: neither a llama.cpp folder nor a source tarball")
+    with tarfile.open(path) as tar:
+        members = [m for m in tar.getmembers() if "/vendor/llama.cpp/" in m.name and m.isfile()]
+        wanted = [
+            m
+            for m in members
+            if m.name.endswith(".py") and "/tests/" not in m.name and "/examples/" not in m.name
+        ]
+        if not any(m.name.endswith("/" + CONVERTER) for m in wanted):
+            raise SystemExit(f"{path}: the tarball holds no vendor/llama.cpp/{CONVERTER}")
+        tar.extractall(scratch, members=wanted, filter="data")
+    return next(scratch.rglob(CONVERTER)).parent
+
+
+def half_precision_weights(source: Path, target: Path) -> None:
+    """The adapter weights as float16: half the bytes; PEFT copies them into the model's dtype on load."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(str(source))
+    save_file({k: v.to(torch.float16).contiguous() for k, v in weights.items()}, str(target))
+
+
+def convert_to_gguf(adapter: Path, llama_cpp: Path, out: Path) -> None:
+    from affectllm.models import ensure_gemma_hf
+
+    command = [
+        sys.executable,
+        str(llama_cpp / CONVERTER),
+        "--base",
+        str(ensure_gemma_hf()),
+        "--outtype",
+        "f16",
+        "--outfile",
+        str(out),
+        str(adapter),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(llama_cpp / "gguf-py") + os.pathsep + str(llama_cpp)}
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode != 0 or not out.is_file():
+        raise SystemExit(f"{CONVERTER} failed:\n{done.stderr[-3000:]}")
+
+
+def _summary(run: Path) -> dict[str, Any]:
+    path = run / "training_summary.json"
+    if not path.is_file():
+        raise SystemExit(f"{run}: no training_summary.json (is this a finished affectllm training run?)")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _bench_table(bench: dict[str, Any]) -> str:
+    sys.path.insert(0, str(ROOT / "bench"))
+    from bench_training import markdown
+
+    return markdown(bench["results"])
+
+
+def model_card(sft: dict[str, Any], grpo: dict[str, Any], bench: dict[str, Any] | None, sizes: dict) -> str:
+    def data_lines(summary: dict[str, Any]) -> list[str]:
+        kept = summary.get("data", {}).get("kept", {})
+        return [f"  - {name}: {n} rows" for name, n in sorted(kept.items())]
+
+    def metric(summary: dict[str, Any], key: str) -> str:
+        value = summary.get("metrics", {}).get(key)
+        return "n/a" if value is None else f"{value:.4g}"
+
+    lines = [
+        "---",
+        "base_model: google/gemma-3-270m",
+        "library_name: peft",
+        "license: apache-2.0",
+        "tags: [affectllm, emotion-recognition, open-vocabulary, lora, sft, grpo]",
+        "---",
+        "",
+        "# affectllm default adapter: Gemma 3 270M, LoRA SFT then GRPO",
+        "",
+        "The adapter affectllm's embedded default model (Gemma 3 270M, the Q4_K_M GGUF shipped on PyPI) loads",
+        "unless `--adapter none` is given. It answers in affectllm's contract: open-vocabulary emotions and a",
+        "rationale citing the clip's evidence lines. A 270M model is a laptop default, not a strong recogniser;",
+        "see the dev-set table for what it does. Trained with `affectllm train` on a 2-core CPU.",
+        "",
+        "## Training",
+        f"1. SFT (trl SFTTrainer): {sft['global_step']} optimizer steps, "
+        f"{sft['wall_time_s'] / 60:.0f} min wall, final loss {metric(sft, 'loss')}, "
+        f"answer-token accuracy {metric(sft, 'mean_token_accuracy')}. Rows:",
+        *data_lines(sft),
+        f"2. GRPO (trl GRPOTrainer, same adapter continued): {grpo['global_step']} optimizer steps, "
+        f"{grpo['wall_time_s'] / 60:.0f} min wall, final mean reward {metric(grpo, 'reward')}. Prompts:",
+        *data_lines(grpo),
+        "",
+        "Recipes: `recipe-sft.yaml`, `recipe-grpo.yaml` (the resolved YAML of each run); summaries with every",
+        "logged value: `training.json`. OV-MERD and EMER clips (the dev gold) are held out of all training rows.",
+        "",
+        "## Files",
+        f"- `adapter_model.safetensors` + `adapter_config.json` (PEFT, float16): {sizes['peft'] / 1e6:.1f} MB",
+        f"- `adapter.gguf` (llama.cpp LoRA, float16, from llama.cpp's {CONVERTER}): {sizes['gguf'] / 1e6:.1f} MB",
+    ]
+    if bench:
+        lines += [
+            "",
+            "## Dev-set comparison (dev splits only; the same base model in every row)",
+            f"Backend `{bench.get('backend', 'transformers')}`, seeded subset of {bench.get('limit') or 'all'} "
+            "rows per set, greedy decoding. MELD-dev weighted F1 (closed set, two context turns); emotion-wheel",
+            "F at levels 1/2 on OV-MERD dev gold with the English MER2023 subtitle as the only input; deltas",
+            "against zero-shot base. Produced by `bench/bench_training.py` (command in docs/training.md).",
+            "",
+            _bench_table(bench),
+        ]
+    lines += [
+        "",
+        "## Licence",
+        "The adapter is Apache-2.0 (affectllm). It modifies Gemma 3, whose use is governed by the Gemma Terms of",
+        "Use; the training data's own terms are in `data_cards/`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sft", type=Path, required=True, help="the SFT run's output folder")
+    parser.add_argument("--grpo", type=Path, required=True, help="the GRPO run's output folder (shipped)")
+    parser.add_argument("--llama-cpp", type=Path, required=True, help="llama.cpp folder or sdist tarball")
+    parser.add_argument("--bench", type=Path, help="bench/bench_training.py --output JSON for the card")
+    parser.add_argument("--target", type=Path, default=TARGET)
+    args = parser.parse_args(argv)
+
+    sft, grpo = _summary(args.sft), _summary(args.grpo)
+    bench = json.loads(args.bench.read_text(encoding="utf-8")) if args.bench else None
+    staging = args.target.with_name(args.target.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        llama_cpp = llama_cpp_source(args.llama_cpp, Path(scratch))
+        convert_to_gguf(args.grpo, llama_cpp, staging / "adapter.gguf")
+    shutil.copy2(args.grpo / "adapter_config.json", staging / "adapter_config.json")
+    half_precision_weights(args.grpo / "adapter_model.safetensors", staging / "adapter_model.safetensors")
+    shutil.copy2(args.sft / "recipe.yaml", staging / "recipe-sft.yaml")
+    shutil.copy2(args.grpo / "recipe.yaml", staging / "recipe-grpo.yaml")
+    training = {"sft": sft, "grpo": grpo}
+    (staging / "training.json").write_text(json.dumps(training, indent=2) + "\n", encoding="utf-8")
+    sizes = {
+        "peft": sum(
+            (staging / n).stat().st_size for n in ("adapter_model.safetensors", "adapter_config.json")
+        ),
+        "gguf": (staging / "adapter.gguf").stat().st_size,
+    }
+    (staging / "README.md").write_text(model_card(sft, grpo, bench, sizes), encoding="utf-8")
+    total = sum(p.stat().st_size for p in staging.iterdir())
+    if total > SIZE_LIMIT:
+        raise SystemExit(f"{staging}: {total / 1e6:.1f} MB is over the {SIZE_LIMIT / 1e6:.0f} MB budget")
+    shutil.rmtree(args.target, ignore_errors=True)
+    staging.rename(args.target)
+    print(f"{args.target}: {total / 1e6:.1f} MB ({', '.join(sorted(p.name for p in args.target.iterdir()))})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
