@@ -26,6 +26,7 @@ import os
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -98,17 +99,32 @@ def run_setting(
     pred = {r["id"]: list(p.emotions) for r, p in zip(sets["ovmerd"], ov_preds, strict=True)}
     ov = score_ov(gold, pred)
     answers = meld_preds + ov_preds
+    floor = ov.get("floor") or {}
     return {
         "meld_weighted_f1": closed["weighted_f1"],
         "meld_accuracy": closed["accuracy"],
         "ew_l1_f": ov["l1"]["f"],
         "ew_l2_f": ov["l2"]["f"],
         "mean_labels_per_answer": sum(len(p.emotions) for p in ov_preds) / max(1, len(ov_preds)),
+        # A policy that collapsed onto one answer shows here, and against the best constant answer below.
+        "meld_top_answer_share": top_answer_share(meld_preds),
+        "ov_top_answer_share": top_answer_share(ov_preds),
+        "ew_constant_floor_l1_f": floor.get("l1", {}).get("f"),
+        "ew_constant_floor_labels": floor.get("labels"),
         "format_ok": sum(p.format_ok for p in answers) / max(1, len(answers)),
         "n_meld": len(meld_preds),
         "n_ovmerd": len(ov_preds),
         "seconds": round(time.perf_counter() - start, 1),
     }
+
+
+def top_answer_share(predictions: list[Any]) -> float:
+    """The share of answers naming the most common emotion set (1.0: the same answer to every sample)."""
+    counts = Counter(tuple(sorted(p.emotions)) for p in predictions)
+    return max(counts.values()) / len(predictions) if predictions else 0.0
+
+
+SETTING_ORDER = ("zero-shot base", "few-shot base", "SFT", "SFT+GRPO")
 
 
 def settings(args: argparse.Namespace) -> list[tuple[str, str | None, bool]]:
@@ -117,6 +133,11 @@ def settings(args: argparse.Namespace) -> list[tuple[str, str | None, bool]]:
         out.append(("SFT", args.sft_adapter, False))
     if args.grpo_adapter:
         out.append(("SFT+GRPO", args.grpo_adapter, False))
+    for spec in args.adapter:
+        name, _, path = spec.partition("=")
+        if not name or not path:
+            raise SystemExit(f"--adapter takes NAME=PATH, not {spec!r}")
+        out.append((name, path, False))
     return out
 
 
@@ -167,18 +188,31 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         ("ew_l1_f", "OV-MERD-dev EW L1 F"),
         ("ew_l2_f", "EW L2 F"),
         ("mean_labels_per_answer", "labels/answer"),
+        ("ov_top_answer_share", "top OV answer share"),
+        ("meld_top_answer_share", "top MELD answer share"),
         ("format_ok", "format ok"),
     ]
     lines = ["| setting | " + " | ".join(t for _, t in cols) + " | s |", "|---" * (len(cols) + 2) + "|"]
-    for name, r in results.items():
+    order = {name: i for i, name in enumerate(SETTING_ORDER)}
+    for name, r in sorted(results.items(), key=lambda item: order.get(item[0], len(order))):
         cells = []
         for key, _ in cols:
-            value = r[key]
+            value = r.get(key)
+            if value is None:  # scored before the column existed
+                cells.append("n/a")
+                continue
             cell = f"{value:.3f}" if key != "mean_labels_per_answer" else f"{value:.2f}"
             if base is not None and r is not base and key in ("meld_weighted_f1", "ew_l1_f", "ew_l2_f"):
                 cell += f" ({value - base[key]:+.3f})"
             cells.append(cell)
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {r['seconds']:.0f} |")
+    floors = [r for r in results.values() if r.get("ew_constant_floor_l1_f") is not None]
+    if floors:
+        floor = floors[0]
+        labels = ", ".join(floor["ew_constant_floor_labels"])
+        lines.append(
+            f"\nBest constant answer on this OV-MERD subset ({labels}): EW L1 F {floor['ew_constant_floor_l1_f']:.3f}."
+        )
     return "\n".join(lines)
 
 
@@ -193,11 +227,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--settings",
-        default="zero-shot base,few-shot base,SFT,SFT+GRPO",
-        help="comma-separated subset of the settings to run",
+        help="comma-separated subset of the settings to run (default: all)",
     )
     parser.add_argument("--sft-adapter", help="the SFT LoRA adapter folder")
     parser.add_argument("--grpo-adapter", help="the SFT+GRPO LoRA adapter folder")
+    parser.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="another adapter to score as setting NAME (repeatable), e.g. an earlier GRPO run",
+    )
     parser.add_argument("--data-root", default=os.environ.get("AFFECTLLM_DATA", "../shared/data"))
     parser.add_argument("--limit", type=int, help="score a seeded random subset of each dev set")
     parser.add_argument("--seed", type=int, default=0)
@@ -218,10 +258,10 @@ def main(argv: list[str] | None = None) -> int:
         f"dev rows: MELD {len(sets['meld'])}, OV-MERD {len(sets['ovmerd'])}; model {model}", file=sys.stderr
     )
     results: dict[str, dict[str, Any]] = {}
-    wanted = {name.strip() for name in args.settings.split(",")}
+    wanted = {name.strip() for name in args.settings.split(",")} if args.settings else None
     results.update(_earlier_results(args, model))
     for name, adapter, few_shot in settings(args):
-        if name not in wanted:
+        if wanted is not None and name not in wanted:
             continue
         backend = get_backend(
             args.backend, **backend_options(args.backend, model, adapter, args.batch_size, args.threads)

@@ -119,3 +119,25 @@ def test_4bit_needs_cuda(tiny_lm_dir: Path) -> None:
 def test_unknown_backend() -> None:
     with pytest.raises(KeyError, match="unknown backend"):
         get_backend("nope")
+
+
+@pytest.mark.slow
+def test_the_shipped_adapter_loads_as_the_embedded_default() -> None:
+    """The default adapter ships its PEFT weights in float16; the fp32 embedded model must load and use them."""
+    from affectllm import models
+    from affectllm.parsing import parse_answer
+    from affectllm.prompting import STOP_SEQUENCES
+
+    shipped = models.default_adapter("transformers")
+    if shipped is None:
+        pytest.skip("no default adapter ships in this checkout")
+    backend = get_backend("transformers")
+    try:
+        assert backend.adapter is not None and Path(backend.adapter) == shipped
+        clip = Clip("c", [], transcript="I can't believe you lied to me again!")
+        config = GenerationConfig(max_new_tokens=100, temperature=0.0, stop=list(STOP_SEQUENCES))
+        text = backend.generate([build_messages(clip, few_shot=False)], config)[0]
+    finally:
+        backend.close()
+    prediction = parse_answer(text)
+    assert prediction.format_ok and prediction.emotions, text

@@ -42,7 +42,11 @@ def test_list_finds_models_and_adapters(tmp_path, monkeypatch, capsys):
     assert kinds["m.gguf"] == ("gguf", 1024)
     assert kinds["m-hf"][0] == "transformers" and kinds["m-hf"][1] >= 2048
     assert kinds["textualize"][0] == "clip cache"
-    assert [Path(a["path"]).name for a in info["adapters"]] == ["emo"]
+    from affectllm import models
+
+    shipped = [] if models.default_adapter() is None else [models.DEFAULT_ADAPTER_NAME]
+    assert [Path(a["path"]).name for a in info["adapters"]] == ["emo", *shipped]
+    assert info["default_adapter"] == (str(models.default_adapter()) if shipped else None)
 
 
 @pytest.mark.slow

@@ -105,7 +105,25 @@ def _bench_table(bench: dict[str, Any]) -> str:
     return markdown(bench["results"])
 
 
-def model_card(sft: dict[str, Any], grpo: dict[str, Any], bench: dict[str, Any] | None, sizes: dict) -> str:
+def rows_seen(run: Path, summary: dict[str, Any]) -> int:
+    """Rows (SFT) or prompts x generations (GRPO) the optimizer saw: steps x batch x accumulation."""
+    import yaml
+
+    trainer = (yaml.safe_load((run / "recipe.yaml").read_text(encoding="utf-8")) or {}).get("trainer", {})
+    batch = int(trainer.get("per_device_train_batch_size", 8)) * int(
+        trainer.get("gradient_accumulation_steps", 1)
+    )
+    return int(summary["global_step"]) * batch
+
+
+def model_card(
+    sft: dict[str, Any],
+    grpo: dict[str, Any],
+    bench: dict[str, Any] | None,
+    sizes: dict,
+    seen: tuple[int, int],
+    note: str = "",
+) -> str:
     def data_lines(summary: dict[str, Any]) -> list[str]:
         kept = summary.get("data", {}).get("kept", {})
         return [f"  - {name}: {n} rows" for name, n in sorted(kept.items())]
@@ -132,12 +150,14 @@ def model_card(sft: dict[str, Any], grpo: dict[str, Any], bench: dict[str, Any] 
         "## Training",
         f"1. SFT (trl SFTTrainer): {sft['global_step']} optimizer steps, "
         f"{sft['wall_time_s'] / 60:.0f} min wall, final loss {metric(sft, 'loss')}, "
-        f"answer-token accuracy {metric(sft, 'mean_token_accuracy')}. Rows:",
+        f"answer-token accuracy {metric(sft, 'mean_token_accuracy')}; {seen[0]} rows seen, built from:",
         *data_lines(sft),
         f"2. GRPO (trl GRPOTrainer, same adapter continued): {grpo['global_step']} optimizer steps, "
-        f"{grpo['wall_time_s'] / 60:.0f} min wall, final mean reward {metric(grpo, 'reward')}. Prompts:",
+        f"{grpo['wall_time_s'] / 60:.0f} min wall, final mean reward {metric(grpo, 'reward')}; "
+        f"{seen[1]} completions scored, from prompts drawn from:",
         *data_lines(grpo),
         "",
+        *([note.strip(), ""] if note.strip() else []),
         "Recipes: `recipe-sft.yaml`, `recipe-grpo.yaml` (the resolved YAML of each run); summaries with every",
         "logged value: `training.json`. OV-MERD and EMER clips (the dev gold) are held out of all training rows.",
         "",
@@ -173,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llama-cpp", type=Path, required=True, help="llama.cpp folder or sdist tarball")
     parser.add_argument("--bench", type=Path, help="bench/bench_training.py --output JSON for the card")
     parser.add_argument("--target", type=Path, default=TARGET)
+    parser.add_argument("--note", default="", help="a paragraph for the card (how the runs went)")
     args = parser.parse_args(argv)
 
     sft, grpo = _summary(args.sft), _summary(args.grpo)
@@ -195,7 +216,12 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "gguf": (staging / "adapter.gguf").stat().st_size,
     }
-    (staging / "README.md").write_text(model_card(sft, grpo, bench, sizes), encoding="utf-8")
+    (staging / "README.md").write_text(
+        model_card(
+            sft, grpo, bench, sizes, (rows_seen(args.sft, sft), rows_seen(args.grpo, grpo)), args.note
+        ),
+        encoding="utf-8",
+    )
     total = sum(p.stat().st_size for p in staging.iterdir())
     if total > SIZE_LIMIT:
         raise SystemExit(f"{staging}: {total / 1e6:.1f} MB is over the {SIZE_LIMIT / 1e6:.0f} MB budget")

@@ -8,6 +8,7 @@ GGUFs without one (the embedded base model), else the plain fallback of ``build_
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 import tempfile
@@ -24,24 +25,27 @@ class _Captured:
 
     def __init__(self) -> None:
         self.file: Any = None
+        self.python = io.StringIO()
         self.final: str | None = None
 
     def text(self) -> str:
         if self.final is not None:
             return self.final
-        if self.file is None:
-            return ""
-        self.file.seek(0)
-        return self.file.read().decode("utf-8", "replace")
+        native = ""
+        if self.file is not None:
+            self.file.seek(0)
+            native = self.file.read().decode("utf-8", "replace")
+        return native + self.python.getvalue()
 
 
 @contextlib.contextmanager
 def _native_stderr_captured(enabled: bool = True) -> Iterator[_Captured]:
-    """Hold what llama.cpp's C code writes to file descriptor 2 while a model loads.
+    """Hold what llama.cpp writes to stderr while a model loads: from C to file descriptor 2, and through
+    llama-cpp-python's log callback to ``sys.stderr`` (which tests and notebooks replace).
 
-    llama-cpp-python's ``verbose=False`` misses some native log lines (the sliding-window KV cache notice, one
-    line per LoRA tensor about buffer types), which would land in the middle of a chat. They are kept here so
-    a failed load can still quote them.
+    llama-cpp-python's ``verbose=False`` misses some of llama.cpp's log lines (the sliding-window KV cache
+    notice, one line per LoRA tensor about buffer types), which would land in the middle of a chat. They are
+    kept here so a failed load can still quote them.
     """
     captured = _Captured()
     if not enabled:
@@ -53,7 +57,7 @@ def _native_stderr_captured(enabled: bool = True) -> Iterator[_Captured]:
     except (OSError, ValueError):  # no usable fd 2 (embedded interpreters): leave stderr alone
         yield captured
         return
-    with tempfile.TemporaryFile() as sink:
+    with tempfile.TemporaryFile() as sink, contextlib.redirect_stderr(captured.python):
         captured.file = sink
         os.dup2(sink.fileno(), 2)
         try:
