@@ -154,15 +154,8 @@ def _earlier_results(args: argparse.Namespace, model: str) -> dict[str, dict[str
     if not args.output or not Path(args.output).is_file():
         return {}
     earlier = json.loads(Path(args.output).read_text(encoding="utf-8"))
-    same = all(
-        earlier.get(key) == value
-        for key, value in (
-            ("model", model),
-            ("backend", args.backend),
-            ("limit", args.limit),
-            ("seed", args.seed),
-        )
-    )
+    identity = {k: v for k, v in _payload(args, model, {}).items() if k != "results"}
+    same = all(earlier.get(key) == value for key, value in identity.items())
     return dict(earlier.get("results", {})) if same else {}
 
 

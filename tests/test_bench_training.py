@@ -42,3 +42,7 @@ def test_settings_scored_separately_merge_into_one_comparison(shared_data, tiny_
     # A different subset is a different comparison: earlier settings are not mixed in.
     assert bench.main([*common[:5], "3", *common[6:], "--settings", "SFT"]) == 0
     assert set(json.loads(out.read_text(encoding="utf-8"))["results"]) == {"SFT"}
+    # So is a different answer budget.
+    other_budget = [*common[:5], "3", common[6], "5", *common[8:]]
+    assert bench.main([*other_budget, "--settings", "zero-shot base"]) == 0
+    assert set(json.loads(out.read_text(encoding="utf-8"))["results"]) == {"zero-shot base"}
