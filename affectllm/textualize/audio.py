@@ -48,8 +48,8 @@ def audio_cues(
     - ``asr``: a registry name (``faster-whisper``, ``openai-whisper``) or ``None`` to skip recognition.
     - ``transcript`` (already recognised, e.g. cached) is used as is; ``transcript_text`` (a sidecar without
       timings) only feeds the speaking-rate estimate, since it carries no timings to make speech cues from.
-    - ``prosody``: ``"full"`` (Praat + openSMILE eGeMAPSv02), ``"fast"`` (Praat only: loudness from intensity,
-      HNR from the pitch tracker's autocorrelation) or ``"none"``.
+    - ``prosody``: ``"full"`` (Praat, and openSMILE eGeMAPSv02 for loudness), ``"fast"`` (Praat only: loudness
+      from intensity in dB; every other cue is the same) or ``"none"``.
 
     Silent or non-speech audio gives one explicit ``speech activity: no speech detected`` cue, not an error.
     """

@@ -50,7 +50,8 @@ MODALITY_NAMES: dict[str, str] = {
 }
 DEFAULT_MODALITIES = ("audio", "face", "scene")
 # Bump when the cached record layout or any extractor's output changes without a version bump.
-CACHE_FORMAT = 1
+# 2: HNR from Praat's pitch analysis, F0 at a 20 ms hop.
+CACHE_FORMAT = 2
 
 
 @dataclass

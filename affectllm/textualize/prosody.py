@@ -4,13 +4,19 @@ jitter, shimmer and HNR, per utterance (ASR segment) or per window, each banded 
 Extractors and why each is used where it is:
 
 - **Praat** (praat-parselmouth): the F0 track (autocorrelation method, Boersma 1993) for pitch level, range and
-  contour; jitter and shimmer (local) from the glottal pulses, the measures clinical norms are stated in; the
-  intensity contour for energy-based pauses and syllable nuclei (de Jong & Wempe, 2009) when there is no ASR.
-- **openSMILE eGeMAPSv02** (Eyben et al., 2016): the low-level descriptors are extracted once per clip and
-  per-utterance functionals are computed from them with eGeMAPS' definitions (arithmetic mean over all frames
-  for loudness, over voiced frames for HNR). One LLD pass per clip costs the same as one Functionals pass per
-  utterance would, but yields every utterance's values. Only the LLDs the cues read are computed
+  contour, and HNR from the same analysis (the normalised autocorrelation peak r of voiced frames,
+  HNR = 10 log10(r / (1 - r)), Praat's own harmonicity definition); jitter and shimmer (local) from the glottal
+  pulses, the measures clinical norms are stated in; the intensity contour for energy-based pauses and syllable
+  nuclei (de Jong & Wempe, 2009) when there is no ASR.
+- **openSMILE eGeMAPSv02** (Eyben et al., 2016): loudness, the perceptual (auditory-spectrum) measure eGeMAPS
+  defines, where Praat only has uncalibrated intensity. The LLD is extracted once per clip and per-utterance
+  means are taken from it (eGeMAPS' functional: arithmetic mean over all frames). Only that LLD is computed
   (``affectllm/data/egemaps_v02_prosody.conf``, eGeMAPSv02's own components and settings).
+
+Cost: prosody is meant to add at most ~20 % to ASR alone (``bench/bench_audio.py``). Hence one F0 analysis
+serves pitch, HNR and the glottal pulses, at a 20 ms hop (mean, percentiles and slopes over an utterance do not
+need 10 ms; the pulses are found in the waveform, not on the F0 grid), and eGeMAPS' own F0/HNR branch (subharmonic
+summation on 60 ms frames, ~3.5x the cost of its loudness) is not run.
 
 Baselines: with three or more utterances in the clip (or a ``baseline`` from the speaker's other clips), each
 value is a z-score against the speaker's *other* utterances. Otherwise pitch level, pitch range and speaking
@@ -47,10 +53,16 @@ SRC_ASR = "asr word times"
 
 # Pitch search ranges by voice: wide enough for shouting, narrow enough to avoid octave errors.
 PITCH_RANGE_HZ = {"female": (100.0, 600.0), "male": (60.0, 400.0), "unknown": (75.0, 600.0)}
-FRAME_S = 0.01
+FRAME_S = 0.01  # intensity hop: pauses and syllable nuclei need 10 ms
+PITCH_STEP_S = 0.02  # F0 hop (see the module docstring for why not 10 ms)
+COARSE_PITCH_STEP_S = 0.05  # first-pass F0 hop: only its quartiles are used
+# F0 candidates per frame for the path finder. Praat's default of 15 costs ~10 % more and, on the EmoDB clips,
+# changed 0.1 % of voicing decisions and F0 by < 0.01 semitones (eGeMAPS' tracker keeps 6 as well).
+PITCH_CANDIDATES = 6
 MIN_PAUSE_S = 0.25  # shorter gaps are articulatory (stop closures), not pauses (Goldman-Eisler's cut-off)
 SILENCE_DB_BELOW_PEAK = 25.0  # de Jong & Wempe's silence threshold relative to the 99th-percentile intensity
-MIN_VOICED_FRAMES = 10
+MIN_VOICED_S = 0.1  # voiced time needed for pitch statistics, HNR and glottal pulses
+MIN_VOICED_FRAMES = round(MIN_VOICED_S / PITCH_STEP_S)
 MIN_UNITS_FOR_SPEAKER_BASELINE = 3
 DEFAULT_WINDOW_S = 8.0
 SILENT_PEAK_DBFS = -50.0
@@ -84,7 +96,6 @@ class UnitFeatures:
     loudness: float | None = None
     loudness_unit: str | None = None  # "sone" (eGeMAPS loudness) or "dB" (Praat intensity, fast mode)
     hnr_db: float | None = None
-    hnr_source: str | None = None
     jitter_pct: float | None = None
     shimmer_pct: float | None = None
     words_per_s: float | None = None
@@ -194,28 +205,35 @@ class _Tracks:
     sound: Any
     pitch: Any
     points: Any = None
-    smile_t: np.ndarray | None = None
-    smile: dict[str, np.ndarray] | None = None
+    loudness_t: np.ndarray | None = None  # eGeMAPS loudness frame centres (s) and values (sone)
+    loudness: np.ndarray | None = None
 
 
-def _praat_tracks(audio: AudioData, sex: str, f0_hint_hz: np.ndarray | None = None) -> _Tracks:
+def _praat_tracks(audio: AudioData, sex: str) -> _Tracks:
     parselmouth = require("parselmouth", "audio", "Praat prosody (praat-parselmouth)")
     sound = parselmouth.Sound(audio.samples.astype(np.float64), sampling_frequency=audio.sample_rate)
     floor, ceiling = PITCH_RANGE_HZ[sex]
-    # Two passes (De Looze & Hirst 2008): a first F0 estimate in the wide range gives the speaker's quartiles,
-    # the real pass searches 0.75 x q25 .. 2.5 x q75 (the wider factor suits expressive speech). This removes
-    # most octave errors, e.g. halving on creaky, sad speech. When openSMILE has run, its eGeMAPS F0 (SHS +
-    # Viterbi) is that first estimate and Praat tracks pitch once; otherwise a coarse 30 ms Praat pass is.
-    if f0_hint_hz is not None:
-        voiced = np.asarray(f0_hint_hz, dtype=float)
-    else:
-        coarse = sound.to_pitch_ac(time_step=3 * FRAME_S, pitch_floor=floor, pitch_ceiling=ceiling)
-        voiced = np.asarray(coarse.selected_array["frequency"], dtype=float)
+    # Two passes (De Looze & Hirst 2008): a coarse first F0 estimate in the wide range gives the speaker's
+    # quartiles, the real pass searches 0.75 x q25 .. 2.5 x q75 (the wider factor suits expressive speech). This
+    # removes most octave errors, e.g. halving on creaky, sad speech. Quartiles need few frames, so the first
+    # pass runs at a 50 ms hop (about half the real pass's cost).
+    coarse = sound.to_pitch_ac(
+        time_step=COARSE_PITCH_STEP_S,
+        pitch_floor=floor,
+        pitch_ceiling=ceiling,
+        max_number_of_candidates=PITCH_CANDIDATES,
+    )
+    voiced = np.asarray(coarse.selected_array["frequency"], dtype=float)
     voiced = voiced[voiced > 0]
-    if len(voiced) >= MIN_VOICED_FRAMES // 2:
+    if len(voiced) * COARSE_PITCH_STEP_S >= MIN_VOICED_S:
         q25, q75 = np.percentile(voiced, [25, 75])
         floor, ceiling = max(40.0, 0.75 * q25), min(800.0, max(2.5 * q75, 1.5 * floor))
-    pitch = sound.to_pitch_ac(time_step=FRAME_S, pitch_floor=floor, pitch_ceiling=ceiling)
+    pitch = sound.to_pitch_ac(
+        time_step=PITCH_STEP_S,
+        pitch_floor=floor,
+        pitch_ceiling=ceiling,
+        max_number_of_candidates=PITCH_CANDIDATES,
+    )
     arr = pitch.selected_array
     # The intensity window stays fixed per voice (not speaker-adapted) so syllable counts are comparable.
     intensity = sound.to_intensity(
@@ -237,7 +255,7 @@ def _praat_tracks(audio: AudioData, sex: str, f0_hint_hz: np.ndarray | None = No
 
 
 # The eGeMAPSv02 LLD columns the cues read. Our configuration computes only these (see EGEMAPS_LLD_CONFIG).
-_SMILE_COLUMNS = ("Loudness_sma3", "F0semitoneFrom27.5Hz_sma3nz", "HNRdBACF_sma3nz")
+_SMILE_COLUMNS = ("Loudness_sma3",)
 EGEMAPS_LLD_CONFIG = data_path("egemaps_v02_prosody.conf")
 _SMILE_SOURCE, _SMILE_SINK = "in", "out"
 
@@ -245,11 +263,11 @@ _SMILE_SOURCE, _SMILE_SINK = "in", "out"
 class _EgemapsEngine:
     """openSMILE running ``EGEMAPS_LLD_CONFIG``: parsed and set up once per sample rate, reset between clips.
 
-    The full eGeMAPSv02 graph also computes formants, jitter/shimmer, spectral balance and MFCCs that no cue
-    reads, and ``Smile.process`` re-parses its configuration and wraps every frame time in pandas on each call;
-    together that was ~2.9x the cost of this engine. The columns are identical to eGeMAPSv02's (checked in
-    tests/test_prosody.py), except within the last ~50 ms of a clip, where the stock graph's end-of-input flush
-    smooths F0/HNR against a frame that is not yet there (it even emits one frame time twice).
+    The full eGeMAPSv02 graph also computes F0, HNR, formants, jitter/shimmer, spectral balance and MFCCs that
+    no cue reads from it, and ``Smile.process`` re-parses its configuration and wraps every frame time in pandas
+    on each call; together that was more than 10x the cost of this engine. The loudness column is identical to
+    eGeMAPSv02's frame for frame (checked in tests/test_prosody.py). It runs a little longer: the full set's
+    rows stop where its 60 ms pitch frames do, the 20 ms loudness frames go on to the clip's last 20 ms.
     """
 
     def __init__(self, sample_rate: int) -> None:
@@ -268,25 +286,26 @@ class _EgemapsEngine:
         if names != _SMILE_COLUMNS:
             self.close()
             raise RuntimeError(f"{EGEMAPS_LLD_CONFIG.name} yields {names}, expected {_SMILE_COLUMNS}")
-        # The sink callback runs once per 10 ms frame. The wrapper's own callback builds a numpy view per frame
-        # (~10 % of this engine's time on 2 s clips); the raw one copies the frame's float32 bytes and is
-        # used when the wrapper exposes it (opensmile 2.x).
+        # The sink hands over blocks of 64 frames (a per-frame Python callback was a third of this engine's
+        # time). The wrapper's own callback builds a numpy view per call; the raw one copies the block's float32
+        # bytes and is used when the wrapper exposes it (opensmile 2.x).
         self._raw = getattr(lib, "smileapi", None), getattr(lib, "ExternalSinkCallbackEx", None)
         if not all(hasattr(self._engine, a) for a in ("_smileobj", "_check_smile_result")):
             self._raw = None, None
         self._frames: list[bytes] = []
-        self._centres: list[float] = []
+        self._blocks: list[tuple[float, float, int]] = []  # (first frame centre, frame period, frames)
         self._callback: Any = None
 
-    def _collect_raw(self, data: Any, _nt: int, n: int, meta: Any, _param: Any) -> int:
-        self._frames.append(ctypes.string_at(data, n * 4))  # FLOAT_DMEM is float32
-        m = meta.contents
-        self._centres.append(m.time + m.lengthSec / 2.0)
+    def _collect_raw(self, data: Any, nt: int, n: int, meta: Any, _param: Any) -> int:
+        self._frames.append(ctypes.string_at(data, nt * n * 4))  # FLOAT_DMEM is float32
+        m = meta.contents  # the block's first frame; the rest follow at the frame period
+        self._blocks.append((m.time + m.lengthSec / 2.0, m.period, nt))
         return 1
 
     def _collect(self, data: np.ndarray, meta: Any) -> None:
-        self._frames.append(np.asarray(data, dtype=np.float32).tobytes())
-        self._centres.append(meta.time + meta.lengthSec / 2.0)
+        block = np.asarray(data, dtype=np.float32)
+        self._frames.append(block.tobytes())
+        self._blocks.append((meta.time + meta.lengthSec / 2.0, meta.period, block.shape[0]))
 
     def _set_sink_callback(self) -> None:
         # A reset engine forgets its sink callback, so it is registered again for every clip.
@@ -311,17 +330,21 @@ class _EgemapsEngine:
         if self._used:
             engine.reset()
         self._used = True
-        self._frames, self._centres = [], []
+        self._frames, self._blocks = [], []
         self._set_sink_callback()
         # Resampled audio can overshoot +-1.0: clip rather than let the int16 cast wrap round into a click.
         pcm = np.clip(samples * 32768.0, -32768, 32767).astype(np.int16)
         engine.external_audio_source_write_data(_SMILE_SOURCE, pcm.tobytes())
         engine.external_audio_source_set_eoi(_SMILE_SOURCE)
         engine.run()
-        frames, centres = self._frames, self._centres
-        self._frames, self._centres = [], []
+        frames, blocks = self._frames, self._blocks
+        self._frames, self._blocks = [], []
         values = np.frombuffer(b"".join(frames), dtype=np.float32).astype(np.float64)
-        return np.asarray(centres, dtype=np.float64), values.reshape(-1, len(_SMILE_COLUMNS))
+        centres = [t0 + period * np.arange(nt) for t0, period, nt in blocks]
+        return (
+            np.concatenate(centres) if centres else np.zeros(0),
+            values.reshape(-1, len(_SMILE_COLUMNS)),
+        )
 
     def close(self) -> None:
         self._engine.free()
@@ -420,8 +443,9 @@ def _syllable_nuclei(tracks: _Tracks, start: float, end: float) -> int:
 
 
 def _voiced_at(tracks: _Tracks, t: float) -> bool:
-    i = int(np.searchsorted(tracks.pitch_t, t))
-    lo, hi = max(0, i - 2), min(len(tracks.pitch_hz), i + 3)
+    """Whether a pitch frame within 25 ms of ``t`` is voiced (an intensity peak may fall between F0 frames)."""
+    lo = int(np.searchsorted(tracks.pitch_t, t - 0.025))
+    hi = int(np.searchsorted(tracks.pitch_t, t + 0.025, side="right"))
     return bool(np.any(tracks.pitch_hz[lo:hi] > 0))
 
 
@@ -438,7 +462,7 @@ def _contour(t: np.ndarray, st: np.ndarray) -> tuple[float | None, float | None]
     tail_start = t[-1] - max(0.3, 0.3 * span)
     tail = t >= tail_start
     final = None
-    if np.count_nonzero(tail) >= 5 and float(t[tail][-1] - t[tail][0]) > 0.1:
+    if np.count_nonzero(tail) * PITCH_STEP_S >= 0.05 and float(t[tail][-1] - t[tail][0]) > 0.1:
         tail_slope = float(np.polyfit(t[tail], st[tail], 1)[0])
         final = tail_slope * float(t[tail][-1] - t[tail][0])
     return overall, final
@@ -467,24 +491,20 @@ def _measure_unit(
             )
             u.jitter_pct = None if not math.isfinite(jit) else 100.0 * jit
             u.shimmer_pct = None if not math.isfinite(shim) else 100.0 * shim
-    if tracks.smile is not None and tracks.smile_t is not None:
-        ssel = (tracks.smile_t >= start) & (tracks.smile_t <= end)
-        if np.any(ssel):
-            u.loudness, u.loudness_unit = float(np.mean(tracks.smile["Loudness_sma3"][ssel])), "sone"
-            voiced_s = tracks.smile["F0semitoneFrom27.5Hz_sma3nz"][ssel] > 0
-            if np.count_nonzero(voiced_s) >= MIN_VOICED_FRAMES:
-                u.hnr_db = float(np.mean(tracks.smile["HNRdBACF_sma3nz"][ssel][voiced_s]))
-                u.hnr_source = SRC_OPENSMILE
+    # HNR from the F0 analysis' autocorrelation peak r of voiced frames, HNR = 10 log10(r / (1 - r)) (Boersma
+    # 1993), the definition Praat's harmonicity uses.
+    r = np.clip(tracks.pitch_strength[sel][voiced], 1e-6, 1 - 1e-6) if np.any(voiced) else np.array([])
+    if len(r) >= MIN_VOICED_FRAMES:
+        u.hnr_db = float(np.mean(10.0 * np.log10(r / (1.0 - r))))
+    if tracks.loudness is not None and tracks.loudness_t is not None:
+        lsel = (tracks.loudness_t >= start) & (tracks.loudness_t <= end)
+        if np.any(lsel):
+            u.loudness, u.loudness_unit = float(np.mean(tracks.loudness[lsel])), "sone"
     else:
-        # No openSMILE: intensity in dB (uncalibrated) and HNR from the autocorrelation peak r of voiced
-        # frames, HNR = 10 log10(r / (1 - r)) (Boersma 1993), the definition Praat's harmonicity uses.
+        # No openSMILE: intensity in dB over the sounding frames (uncalibrated).
         isel = (tracks.int_t >= start) & (tracks.int_t <= end) & (tracks.int_db > tracks.silence_db)
         if np.any(isel):
             u.loudness, u.loudness_unit = float(np.mean(tracks.int_db[isel])), "dB"
-        r = np.clip(tracks.pitch_strength[sel][voiced], 1e-6, 1 - 1e-6) if np.any(voiced) else np.array([])
-        if len(r) >= MIN_VOICED_FRAMES:
-            u.hnr_db = float(np.mean(10.0 * np.log10(r / (1.0 - r))))
-            u.hnr_source = SRC_PRAAT
 
     extent = _sounding_extent(tracks, start, end)
     if words:
@@ -545,13 +565,10 @@ def measure_prosody(
     if audio.duration < 0.1 or audio.peak_dbfs() < SILENT_PEAK_DBFS:
         return []
     voice = normalize_sex(sex)
-    smile_t, smile, f0_hint = None, None, None
+    tracks = _praat_tracks(audio, voice)
     if use_opensmile:
-        smile_t, smile = _opensmile_tracks(audio)
-        st = smile["F0semitoneFrom27.5Hz_sma3nz"]
-        f0_hint = 27.5 * np.exp2(st[st > 0] / 12.0)  # eGeMAPS codes unvoiced frames as 0
-    tracks = _praat_tracks(audio, voice, f0_hint)
-    tracks.smile_t, tracks.smile = smile_t, smile
+        tracks.loudness_t, columns = _opensmile_tracks(audio)
+        tracks.loudness = columns["Loudness_sma3"]
     if np.count_nonzero(tracks.pitch_hz > 0) >= MIN_VOICED_FRAMES:
         call = require("parselmouth.praat", "audio", "Praat prosody").call
         tracks.points = call([tracks.sound, tracks.pitch], "To PointProcess (cc)")
@@ -753,7 +770,7 @@ def _unit_cues(u: UnitFeatures, base: SpeakerBaseline | None, voice: str) -> lis
             "HNR",
             u.hnr_db,
             "dB",
-            u.hnr_source or SRC_OPENSMILE,
+            SRC_PRAAT,
             "harmonics-to-noise ratio; lower = breathier/hoarser",
         ),
         ("jitter", u.jitter_pct, "%", SRC_PRAAT, "cycle-to-cycle pitch perturbation"),
