@@ -4,9 +4,11 @@ on ONE CPU core, with faster-whisper alone measured in the same run as the basel
     python bench/bench_audio.py [--repeats 2] [--shared ../shared/data]
 
 Inputs: the EmoDB WAVs in ``../shared/data/audio/emodb`` (21 x 2 s, German) and a ~20 s English clip synthesised
-with espeak-ng. Every engine is pinned to one thread (CTranslate2 ``cpu_threads=1``, OMP/MKL/torch = 1; openSMILE
-and Praat are single-threaded), and times are process CPU seconds, so the figures are one core's work even on a
-shared machine; wall-clock RTFs are printed too.
+with espeak-ng. Every engine that can be is pinned to one thread (CTranslate2 ``cpu_threads=1``, OMP/MKL/torch
+= 1; openSMILE is single-threaded). Praat's pitch tracker spreads its frames over the cores by itself, so its wall
+time is below its CPU time. Times are process CPU seconds (all threads), so the figures are one core's work even
+on a shared machine (pinned to one core with ``taskset -c 0``, Praat's CPU time is the same); wall-clock RTFs are
+printed too.
 
 Stages: ``opensmile`` is the default path's openSMILE pass (only the eGeMAPSv02 LLD the cues read, engine
 reused across clips); ``opensmile_stock`` is the opensmile package's full eGeMAPSv02 LLD set through the public
