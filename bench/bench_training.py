@@ -159,6 +159,21 @@ def _earlier_results(args: argparse.Namespace, model: str) -> dict[str, dict[str
     return dict(earlier.get("results", {})) if same else {}
 
 
+def gguf_of(folder: Path) -> Path:
+    """The folder's ``adapter.gguf``, refused when missing or older than the PEFT weights beside it: a run copied
+    or resumed into a folder keeps the conversion of the weights it started from, and scoring that would
+    silently report the old adapter."""
+    gguf, weights = folder / "adapter.gguf", folder / "adapter_model.safetensors"
+    convert = "convert it with llama.cpp's convert_lora_to_gguf.py (see tools/ship_default_adapter.py)"
+    if not gguf.is_file():
+        raise SystemExit(f"{folder}: no adapter.gguf for llama.cpp; {convert}")
+    if weights.is_file() and gguf.stat().st_mtime < weights.stat().st_mtime:
+        raise SystemExit(
+            f"{gguf}: older than {weights.name}, so it is another adapter's conversion; {convert}"
+        )
+    return gguf
+
+
 def backend_options(
     backend: str, model: str, adapter: str | None, batch_size: int, threads: int | None = None
 ) -> dict[str, Any]:
@@ -166,7 +181,7 @@ def backend_options(
     adapter folder; ``"none"`` keeps either backend from attaching the shipped default adapter to base runs."""
     if backend == "llamacpp":
         if adapter is not None and Path(adapter).is_dir():
-            adapter = str(Path(adapter) / "adapter.gguf")
+            adapter = str(gguf_of(Path(adapter)))
         options = {"model": None if model == "embedded" else model, "adapter": adapter or "none"}
         return {**options, "n_threads": threads} if threads else options
     from affectllm.training.common import resolve_model_path

@@ -46,3 +46,26 @@ def test_settings_scored_separately_merge_into_one_comparison(shared_data, tiny_
     other_budget = [*common[:5], "3", common[6], "5", *common[8:]]
     assert bench.main([*other_budget, "--settings", "zero-shot base"]) == 0
     assert set(json.loads(out.read_text(encoding="utf-8"))["results"]) == {"zero-shot base"}
+
+
+def test_llamacpp_refuses_a_missing_or_stale_adapter_gguf(tmp_path):
+    """A run copied or resumed into a folder keeps the old adapter.gguf; scoring it would report the old adapter."""
+    import os
+
+    import pytest
+
+    bench = _bench_module()
+    folder = tmp_path / "run"
+    folder.mkdir()
+    weights = folder / "adapter_model.safetensors"
+    weights.write_bytes(b"w")
+    with pytest.raises(SystemExit, match=r"no adapter\.gguf"):
+        bench.backend_options("llamacpp", "embedded", str(folder), 1)
+    gguf = folder / "adapter.gguf"
+    gguf.write_bytes(b"g")
+    os.utime(gguf, (1_000_000, 1_000_000))  # converted long before the weights were last written
+    with pytest.raises(SystemExit, match=r"older than adapter_model\.safetensors"):
+        bench.backend_options("llamacpp", "embedded", str(folder), 1)
+    os.utime(gguf, None)
+    os.utime(weights, (1_000_000, 1_000_000))
+    assert bench.backend_options("llamacpp", "embedded", str(folder), 1)["adapter"] == str(gguf)
