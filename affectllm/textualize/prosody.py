@@ -27,7 +27,6 @@ they are then reported with their values and no band.
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 import json
 import logging
@@ -286,21 +285,10 @@ class _EgemapsEngine:
         if names != _SMILE_COLUMNS:
             self.close()
             raise RuntimeError(f"{EGEMAPS_LLD_CONFIG.name} yields {names}, expected {_SMILE_COLUMNS}")
-        # The sink hands over blocks of 64 frames (a per-frame Python callback was a third of this engine's
-        # time). The wrapper's own callback builds a numpy view per call; the raw one copies the block's float32
-        # bytes and is used when the wrapper exposes it (opensmile 2.x).
-        self._raw = getattr(lib, "smileapi", None), getattr(lib, "ExternalSinkCallbackEx", None)
-        if not all(hasattr(self._engine, a) for a in ("_smileobj", "_check_smile_result")):
-            self._raw = None, None
+        # The sink hands over blocks of 64 frames, so the wrapper's public callback runs once per block (a
+        # per-frame Python callback was a third of this engine's time).
         self._frames: list[bytes] = []
         self._blocks: list[tuple[float, float, int]] = []  # (first frame centre, frame period, frames)
-        self._callback: Any = None
-
-    def _collect_raw(self, data: Any, nt: int, n: int, meta: Any, _param: Any) -> int:
-        self._frames.append(ctypes.string_at(data, nt * n * 4))  # FLOAT_DMEM is float32
-        m = meta.contents  # the block's first frame; the rest follow at the frame period
-        self._blocks.append((m.time + m.lengthSec / 2.0, m.period, nt))
-        return 1
 
     def _collect(self, data: np.ndarray, meta: Any) -> None:
         block = np.asarray(data, dtype=np.float32)
@@ -309,15 +297,6 @@ class _EgemapsEngine:
 
     def _set_sink_callback(self) -> None:
         # A reset engine forgets its sink callback, so it is registered again for every clip.
-        api, callback_type = self._raw
-        if api is not None and callback_type is not None:
-            self._callback = callback_type(self._collect_raw)  # kept referenced while C holds it
-            self._engine._check_smile_result(
-                api.smile_extsink_set_data_callback_ex(
-                    self._engine._smileobj, _SMILE_SINK.encode("ascii"), self._callback, None
-                )
-            )
-            return
         self._engine.external_sink_set_callback_ex(_SMILE_SINK, self._collect)
         # The wrapper keeps every callback it was ever given alive: drop the stale ones.
         callbacks = getattr(self._engine, "_callbacks", None)
