@@ -35,6 +35,7 @@ VLM_CHAT_TEMPLATE = (
 def _corpus() -> list[str]:
     """Training text for the tokenizer: this project's prompts and answers, and some plain sentences."""
     from affectllm.prompting import build_messages, format_answer, load_examples
+    from affectllm.schema import Clip
 
     texts: list[str] = []
     for example in load_examples():
@@ -42,7 +43,9 @@ def _corpus() -> list[str]:
             ("ov", None),
             ("closed", ["neutral", "happy", "sad", "angry", "worried", "surprise"]),
         ):
-            messages = build_messages(example.clip, task=task, labels=labels, context=example.context)
+            clip = Clip(example.clip.clip_id, example.clip.cues, transcript=example.clip.transcript,
+                        context=example.context)  # fmt: skip
+            messages = build_messages(clip, task=task, labels=labels)
             texts.extend(str(m["content"]) for m in messages)
         texts.append(format_answer(example.emotions, example.rationale, clip=example.clip, confidence=0.7))
     texts += [

@@ -91,6 +91,36 @@ def apply_stops(text: str, stops: Sequence[str]) -> str:
     return trimmer.feed(text) + trimmer.flush()
 
 
+class ScoringUnsupported(NotImplementedError):
+    """The backend (or the server behind it) cannot return log-probabilities of given continuations, so a
+    closed label set cannot be chosen by likelihood there; free generation still works."""
+
+
+def scoring_unsupported(backend: str, why: str) -> ScoringUnsupported:
+    return ScoringUnsupported(
+        f"the {backend} backend cannot score label candidates: {why}. "
+        "Choose the label by free generation instead (closed_decoding='generate')."
+    )
+
+
+def render_chat_template(
+    template: str, messages: Sequence[Message], add_generation_prompt: bool = True
+) -> str:
+    """A Jinja chat template rendered in a sandbox, with an empty BOS: engines that take raw prompt text
+    (llama.cpp, vLLM and llama.cpp servers) add BOS when they tokenize, and rendering it too would double it."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+
+    def raise_exception(message: str) -> None:
+        raise ValueError(message)
+
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(template).render(
+        messages=text_only(messages), add_generation_prompt=add_generation_prompt, bos_token="", eos_token=""
+    )
+
+
 class Backend(abc.ABC):
     """A loaded model. ``generate`` takes a batch (backends batch where they can); ``stream`` yields text
     pieces as they are decoded (backends that cannot stream yield the whole answer once)."""
@@ -108,6 +138,25 @@ class Backend(abc.ABC):
 
     def stream(self, messages: Sequence[Message], config: GenerationConfig) -> Iterator[str]:
         yield self.generate([messages], config)[0]
+
+    # Likelihood scoring (``affectllm.choice``): optional; backends that expose log-probabilities override
+    # all three. The prompts are raw text as ``prompt_text`` renders it, so a caller can append an assistant
+    # prefix (the start of the answer) that a chat template would otherwise close as a finished turn.
+
+    def prompt_text(self, messages: Sequence[Message]) -> str:
+        """The exact raw prompt string this backend feeds the model for ``messages`` (generation prompt on)."""
+        raise scoring_unsupported(self.name, "it does not expose the raw prompt text it feeds the model")
+
+    def continuation_logprobs(
+        self, prompts: Sequence[str], continuations: Sequence[str]
+    ) -> list[list[list[float]]]:
+        """``out[p][c][t]``: the log-probability of token ``t`` of ``continuations[c]`` following raw prompt
+        text ``prompts[p]`` (tokens of the continuation tokenized on its own, after the prompt's tokens)."""
+        raise scoring_unsupported(self.name, "it does not return log-probabilities")
+
+    def complete(self, prompts: Sequence[str], config: GenerationConfig) -> list[str]:
+        """Generation continuing raw prompt text (no chat template applied), one completion per prompt."""
+        raise scoring_unsupported(self.name, "it cannot continue raw prompt text")
 
     def close(self) -> None:  # noqa: B027 - optional hook; most backends have something to release
         """Release model memory / connections."""

@@ -211,11 +211,13 @@ class TransformersBackend(Backend):
     # ----------------------------------------------------------------------------------------- interface
 
     def generate(self, batch: Sequence[Sequence[Message]], config: GenerationConfig) -> list[str]:
+        return self._generate_chunks(batch, self._encode, config)
+
+    def _generate_chunks(self, items: Sequence[Any], encode: Any, config: GenerationConfig) -> list[str]:
         outputs: list[str] = []
         self._seed(config)
-        for start in range(0, len(batch), self.batch_size):
-            chunk = batch[start : start + self.batch_size]
-            enc = self._encode(chunk)
+        for start in range(0, len(items), self.batch_size):
+            enc = encode(items[start : start + self.batch_size])
             with self._torch.inference_mode():
                 out = self.model.generate(**enc, **self._generate_kwargs(config))
             new_tokens = out[:, enc["input_ids"].shape[1] :]
@@ -223,6 +225,64 @@ class TransformersBackend(Backend):
                 text = self.tokenizer.decode(row, skip_special_tokens=True)
                 outputs.append(apply_stops(text, config.stop))
         return outputs
+
+    # ------------------------------------------------------------------------------ likelihood scoring
+
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        # As in generation: a chat template writes its own BOS, the plain fallback needs the tokenizer's.
+        return list(self.tokenizer(prompt, add_special_tokens=not self.has_chat_template)["input_ids"])
+
+    def complete(self, prompts: Sequence[str], config: GenerationConfig) -> list[str]:
+        def encode(chunk: Sequence[str]) -> dict[str, Any]:
+            enc = self.tokenizer(
+                list(chunk), return_tensors="pt", padding=True, add_special_tokens=not self.has_chat_template
+            )
+            return {k: v.to(self.model.device) for k, v in enc.items()}
+
+        return self._generate_chunks(prompts, encode, config)
+
+    def continuation_logprobs(
+        self, prompts: Sequence[str], continuations: Sequence[str]
+    ) -> list[list[list[float]]]:
+        candidates = [list(self.tokenizer(c, add_special_tokens=False)["input_ids"]) for c in continuations]
+        if any(not ids for ids in candidates):
+            raise ValueError("a continuation to score has no tokens")
+        return [self._score_after(self._prompt_ids(p), candidates) for p in prompts]
+
+    def _cache_keyword(self) -> str:
+        import inspect
+
+        model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+    def _score_after(self, prompt_ids: list[int], candidates: list[list[int]]) -> list[list[float]]:
+        """One forward over the prompt, then one batched forward over every candidate on the prompt's KV cache
+        (repeated once per candidate). Logits are kept only where a candidate token is predicted: a full-vocabulary row
+        for each prompt position (262k columns for Gemma) would dwarf the rest of the work."""
+        torch = self._torch
+        device = self.model.device
+        with torch.inference_mode():
+            head = self.model(
+                input_ids=torch.tensor([prompt_ids], device=device), use_cache=True, logits_to_keep=1
+            )
+            first = torch.log_softmax(head.logits[0, -1].float(), dim=-1)
+            scores = [[float(first[ids[0]])] for ids in candidates]
+            longest = max(len(ids) for ids in candidates)
+            if longest == 1:
+                return scores
+            # transformers 5.x names the KV cache ``cache`` (``past_key_values`` before).
+            key = self._cache_keyword()
+            cache = getattr(head, key, None) or head.past_key_values
+            cache.batch_repeat_interleave(len(candidates))
+            # Each candidate's last token predicts nothing that is scored, so it is not fed. Right padding:
+            # causal attention never lets a real token see the pads that follow it, so no mask is needed.
+            pad = self.tokenizer.pad_token_id or 0
+            fed = torch.tensor([ids[:-1] + [pad] * (longest - len(ids)) for ids in candidates], device=device)
+            rest = self.model(input_ids=fed, use_cache=True, logits_to_keep=0, **{key: cache})
+            logprobs = torch.log_softmax(rest.logits.float(), dim=-1)
+            for row, ids in enumerate(candidates):
+                scores[row].extend(float(logprobs[row, j - 1, ids[j]]) for j in range(1, len(ids)))
+        return scores
 
     def stream(self, messages: Sequence[Message], config: GenerationConfig) -> Iterator[str]:
         transformers = require("transformers", "transformers", "The transformers backend")
