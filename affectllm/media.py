@@ -13,6 +13,7 @@ Size limits protect a batch job from a stray multi-hour recording: by default a 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,8 @@ if TYPE_CHECKING:  # PIL is only needed by callers that sample frames.
 DEFAULT_SAMPLE_RATE = 16000
 DEFAULT_MAX_BYTES = 4 * 1024**3
 DEFAULT_MAX_DURATION_S = 2 * 3600.0
+# More channels than any real recording format carries (22.2 is 24): a larger count is a corrupt header.
+MAX_CHANNELS = 64
 
 # Sentinel so that an explicit ``max_bytes=None`` (unlimited) differs from "use the default/env".
 _DEFAULT: Any = object()
@@ -115,11 +118,22 @@ def _limit(value: Any, env: str, default: float) -> float | None:
 
 def _check_file(path: str | Path, max_bytes: Any) -> tuple[Path, int]:
     p = Path(path)
-    if not p.exists():
-        raise InputError(p, "file not found")
-    if p.is_dir():
+    # stat, never open, before knowing what the path is: opening a FIFO blocks until a writer appears and a
+    # device such as /dev/zero never ends.
+    try:
+        info = p.stat()
+    except FileNotFoundError:
+        raise InputError(p, "file not found") from None
+    except OSError as exc:
+        raise InputError(p, f"cannot read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
         raise InputError(p, "is a directory, not a media file")
-    size = p.stat().st_size
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(info.st_mode) else "a device or socket"
+        raise InputError(p, f"is {kind}, not a media file")
+    if not os.access(p, os.R_OK):
+        raise InputError(p, "cannot read (permission denied)")
+    size = info.st_size
     if size == 0:
         raise InputError(p, "empty file (0 bytes)")
     limit = _limit(max_bytes, "AFFECTLLM_MAX_MEDIA_BYTES", DEFAULT_MAX_BYTES)
@@ -136,7 +150,7 @@ def _open(p: Path):
     av = _av()
     try:
         return av.open(str(p), mode="r")
-    except av.error.FFmpegError as exc:  # InvalidDataError, unknown format, truncated header, ...
+    except (av.error.FFmpegError, OSError, ValueError) as exc:  # InvalidData, unknown format, truncated, ...
         raise InputError(
             p, f"cannot decode media: corrupt or unsupported format ({_ffmpeg_reason(exc)})"
         ) from exc
@@ -227,9 +241,16 @@ def load_audio(
         declared = _stream_duration(stream) or _container_duration(container)
         if duration_limit is not None and declared is not None and declared > duration_limit:
             raise InputError(p, _too_long(declared, duration_limit))
-        # Resample per channel and average the channels ourselves: libswresample's stereo->mono matrix adds
-        # the channels at -3 dB each, which lifts in-phase speech by up to +3 dB and can exceed full scale.
-        resampler = av.AudioResampler(format="fltp", rate=int(target_sr))
+        channels = stream.codec_context.channels
+        if not 1 <= (channels or 0) <= MAX_CHANNELS:
+            raise InputError(p, f"audio stream declares {channels} channels (expected 1 to {MAX_CHANNELS})")
+        if not stream.codec_context.sample_rate or stream.codec_context.sample_rate <= 0:
+            raise InputError(p, "audio stream declares no sample rate")
+        # Resample to packed float and average the channels ourselves: libswresample's stereo->mono matrix
+        # adds the channels at -3 dB each, which lifts in-phase speech by up to +3 dB and can exceed full
+        # scale. Packed, not planar: PyAV's to_ndarray() on a planar frame of 8 or more channels reads past
+        # its plane pointers and segfaults the process; a packed frame is one plane whatever the layout.
+        resampler = av.AudioResampler(format="flt", rate=int(target_sr))
         chunks: list[np.ndarray] = []
         decoded = 0
         # Headers can lie (or be absent in raw streams), so the limit is also enforced while decoding.
@@ -244,7 +265,9 @@ def load_audio(
                     raise InputError(p, _too_long(decoded / target_sr, duration_limit))
             for out in resampler.resample(None):  # flush the resampler's delay line
                 chunks.append(_mono(out))
-        except av.error.FFmpegError as exc:
+        except (av.error.FFmpegError, ValueError) as exc:
+            if isinstance(exc, InputError):
+                raise
             raise InputError(p, f"audio stream is corrupt or undecodable ({_ffmpeg_reason(exc)})") from exc
     samples = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
     if len(samples) == 0:
@@ -255,8 +278,12 @@ def load_audio(
 
 
 def _mono(frame) -> np.ndarray:
-    data = frame.to_ndarray()  # planar: (channels, samples)
-    return data[0] if data.shape[0] == 1 else data.mean(axis=0, dtype=np.float32)
+    """A packed float frame, ``(1, samples * channels)`` interleaved, averaged down to mono."""
+    channels = frame.layout.nb_channels
+    data = frame.to_ndarray().reshape(-1)
+    if channels == 1:
+        return data.astype(np.float32, copy=False)
+    return data[: len(data) - len(data) % channels].reshape(-1, channels).mean(axis=1, dtype=np.float32)
 
 
 def _too_long(duration: float, limit: float) -> str:
@@ -326,7 +353,9 @@ def sample_frames(
                     frames and abs(frames[-1].time - (float(frame.time) - start_time)) < 1e-3
                 ):
                     frames.append(Frame(round(float(frame.time) - start_time, 3), _to_image(frame, max_side)))
-        except av.error.FFmpegError as exc:
+        except (av.error.FFmpegError, ValueError) as exc:
+            if isinstance(exc, InputError):
+                raise
             raise InputError(p, f"video stream is corrupt or undecodable ({_ffmpeg_reason(exc)})") from exc
     if not frames:
         raise InputError(p, "video stream has no decodable frames")

@@ -59,14 +59,32 @@ def examples(names: Sequence[str], shown: int = SHOWN) -> str:
     return ", ".join(names[:shown]) + (", ..." if len(names) > shown else "")
 
 
+def run_inputs(args: argparse.Namespace) -> list[Path]:
+    """Every file option of a parsed command line except ``--output``: the files the run reads."""
+    return [v for k, v in vars(args).items() if k != "output" and isinstance(v, Path)]
+
+
+def check_result_output(args: argparse.Namespace) -> None:
+    """Refuse a bad ``--output`` before any work: an input of the run, a folder or device, unwritable."""
+    if getattr(args, "output", None):
+        from affectllm.outputs import check_output
+
+        check_output(args.output, inputs=run_inputs(args), option="--output")
+
+
 def emit_result(
     result: dict[str, Any], args: argparse.Namespace, table: Callable[[dict[str, Any]], str]
 ) -> None:
-    """Write ``result`` to ``--output`` (if given) and print it: as JSON with ``--json``, else as ``table``."""
+    """Write ``result`` to ``--output`` (if given) and print it: as JSON with ``--json``, else as ``table``.
+
+    The output is checked again (the run may have taken a while) and written atomically.
+    """
     text = json.dumps(result, indent=2, ensure_ascii=False)
     if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text + "\n", encoding="utf-8")
+        from affectllm.outputs import atomic_write_text
+
+        check_result_output(args)
+        atomic_write_text(args.output, text + "\n")
     if args.json:
         print(text)
     else:

@@ -12,6 +12,7 @@ from affectllm.cli._io import (
     add_file_args,
     add_output_args,
     check_names,
+    check_result_output,
     emit_result,
     read_table,
     warn_missing,
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from affectllm.errors import InputError
     from affectllm.labels import PANDAS_NA_VALUES, parse_label_list
 
+    check_result_output(args)
     gold = read_table(args.gold, LABEL_COLUMNS, args.gold_column or args.label_column)
     pred = read_table(args.pred, LABEL_COLUMNS, args.pred_column or args.label_column)
     missing = check_names(gold, pred)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from affectllm.cli._io import EW_VERSIONS, SHOWN, add_file_args, add_output_args, emit_result, warn
+from affectllm.cli._io import (
+    EW_VERSIONS,
+    SHOWN,
+    add_file_args,
+    add_output_args,
+    check_result_output,
+    emit_result,
+    warn,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from affectllm.labels import read_label_file_with_lines
     from affectllm.metrics.ov import score_ov
 
+    check_result_output(args)
     gold, gold_lines = read_label_file_with_lines(
         args.gold, label_column=args.gold_column or args.label_column
     )

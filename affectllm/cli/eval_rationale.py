@@ -12,6 +12,7 @@ from affectllm.cli._io import (
     add_file_args,
     add_output_args,
     check_names,
+    check_result_output,
     emit_result,
     read_table,
     warn,
@@ -126,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
     from affectllm.errors import InputError
     from affectllm.metrics.rationale import DEFAULT_GROUNDING_THRESHOLD, grounding_scores, rationale_scores
 
+    check_result_output(args)
     threshold = DEFAULT_GROUNDING_THRESHOLD if args.threshold is None else args.threshold
     if not 0.0 < threshold <= 1.0:
         raise InputError(None, f"--threshold must be in (0, 1], got {threshold}")
