@@ -79,6 +79,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tokens", type=int, metavar="N", help="token budget for the rendered text block")
     p.add_argument("--json", metavar="OUT.json", help="write the clip's cues as JSON (single clip)")
     p.add_argument("--out", metavar="OUT.jsonl", help="batch output, resumable (folder or manifest input)")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="batch: replace --out instead of resuming it (also needed when it holds lines affectllm did not write)",
+    )
     p.add_argument("--no-cache", action="store_true", help="recompute even when a cached result exists")
     p.add_argument(
         "--retry-failed",
@@ -112,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
     from affectllm.textualize.render import render_cues
 
     source = Path(args.input)
+    _check_numbers(args)
     is_batch = source.is_dir() or source.suffix.lower() in (".jsonl", ".ndjson")
     options = _options(args)
     if args.asr != "none" and "audio" in args.modalities:
@@ -139,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             retry_failed=args.retry_failed,
             max_tokens=args.max_tokens,
+            overwrite=args.overwrite,
             **options,
         )
         print(
@@ -150,6 +157,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out:
         raise InputError(args.out, "--out is for batches (a folder or a manifest); use --json for one clip")
+    if args.json:
+        from affectllm.outputs import check_output
+
+        sidecars = (args.au_csv, args.captions, args.transcript)
+        check_output(args.json, inputs=[source, *sidecars], option="--json")
     clip = textualize_clip(
         source, au_csv=args.au_csv, captions=args.captions, transcript=args.transcript, **options
     )
@@ -159,7 +171,21 @@ def run(args: argparse.Namespace) -> int:
     print(text)
     if args.json:
         record = {**clip.to_dict(), "text": text}
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(record, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        from affectllm.outputs import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(record, ensure_ascii=False, indent=2) + "\n")
     return 0
+
+
+def _check_numbers(args: argparse.Namespace) -> None:
+    """Range-check numeric options before any work (NaN fails every comparison, so test the range itself)."""
+    import math
+
+    from affectllm.errors import InputError
+
+    if not (math.isfinite(args.au_confidence) and 0.0 <= args.au_confidence <= 1.0):
+        raise InputError(None, f"--au-confidence must be a number in [0, 1], got {args.au_confidence}")
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise InputError(None, f"--max-tokens must be at least 1, got {args.max_tokens}")
+    if not 1 <= args.num_frames <= 256:
+        raise InputError(None, f"--num-frames must be between 1 and 256, got {args.num_frames}")

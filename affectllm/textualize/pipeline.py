@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -129,18 +130,33 @@ def resolve_inputs(
         inputs.transcript, inputs.transcript_text = Path(transcript), None
     if clip_id:
         inputs.clip_id = clip_id
-    for role in ("au_csv", "captions", "transcript"):
+    for role in ("media", "au_csv", "captions", "transcript"):
         path = getattr(inputs, role)
-        if path is not None and not path.is_file():
-            raise InputError(path, f"{role.replace('_', ' ')} file not found")
+        if path is not None:
+            require_regular_file(path, role.replace("_", " "))
     return inputs
 
 
+def require_regular_file(path: Path, role: str) -> None:
+    """InputError unless ``path`` is a readable regular file. Checked with stat before anything opens it:
+    a FIFO blocks the reader forever and a device never ends (the cache hash reads every input whole)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise InputError(path, f"{role} file not found") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read the {role} file ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise InputError(path, f"{role} path is a folder, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a FIFO (named pipe)" if stat.S_ISFIFO(info.st_mode) else "a device or socket"
+        raise InputError(path, f"{role} path is {kind}, not a regular file")
+
+
 def _inputs_from_path(path: Path) -> ClipInputs:
-    if not path.exists():
-        raise InputError(path, "no such file")
     if path.is_dir():
         raise InputError(path, "is a folder; use textualize_batch for folders")
+    require_regular_file(path, "input")
     sidecar = _sidecar_stem(path)
     if sidecar is not None:
         # A sidecar given as the clip itself: the clip is its stem (with its media, if any, next to it).
@@ -169,8 +185,13 @@ def _inputs_from_row(row: Mapping[str, Any], base: Path) -> ClipInputs:
         return p if p.is_absolute() else base / p
 
     media = resolve(row.get("media"))
-    if media is not None and not media.is_file():
-        raise InputError(media, "media file not found")
+    if media is not None:
+        require_regular_file(media, "media")
+    for role in ("au_csv", "captions"):
+        if row.get(role) not in (None, "") and not isinstance(row[role], str):
+            raise InputError(None, f"manifest row {row['id']!r}: {role!r} must be a path string")
+    if "transcript" in row and row["transcript"] is not None and not isinstance(row["transcript"], str):
+        raise InputError(None, f"manifest row {row['id']!r}: 'transcript' must be text or a path string")
     found = find_sidecars(media) if media is not None else {}
     inputs = ClipInputs(str(row["id"]), media=media, **found)
     for role in ("au_csv", "captions"):
@@ -568,6 +589,7 @@ def textualize_batch(
     progress: bool = True,
     retry_failed: bool = True,
     max_tokens: int | None = None,
+    overwrite: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
     """Textualize every clip of a folder / JSONL manifest / list into a resumable JSONL file.
@@ -576,6 +598,8 @@ def textualize_batch(
     that fails gets ``{"id", "error", "where"}`` and the batch goes on. Ids already in ``out_jsonl`` are
     skipped (failed ones are retried unless ``retry_failed=False``). ``options`` are those of
     :func:`textualize_clip`. Returns counts: ``total``, ``done`` (this run), ``skipped``, ``failed``.
+    ``out_jsonl`` may not be one of the batch's inputs; ``overwrite`` starts it afresh instead of resuming.
+    On completion the file holds one row per id, in batch order.
     """
     from tqdm import tqdm
 
@@ -583,7 +607,11 @@ def textualize_batch(
     from affectllm.textualize.render import render_cues
 
     items, base_dir = batch_items(inputs)
-    writer = ResumableJSONL(out_jsonl, id_key="id", retry_failed=retry_failed)
+    read_paths = [inputs] if isinstance(inputs, (str, Path)) else []
+    read_paths += [p for item in items for p in _item_paths(item, base_dir)]
+    writer = ResumableJSONL(
+        out_jsonl, id_key="id", retry_failed=retry_failed, inputs=read_paths, overwrite=overwrite
+    )
     pending = [item for item in items if not writer.should_skip(_item_id(item))]
     summary = {
         "total": len(items),
@@ -606,4 +634,21 @@ def textualize_batch(
         except Exception as exc:  # recorded per clip; finished clips are already on disk
             writer.write_error(item_id, exc)
             summary["failed"] += 1
+    writer.compact([_item_id(item) for item in items])
     return summary
+
+
+def _item_paths(item: Any, base_dir: Path | None) -> list[Path]:
+    """The files a batch item names (so the output can be refused when it is one of them)."""
+    if isinstance(item, ClipInputs):
+        values: list[Any] = [item.media, item.au_csv, item.captions, item.transcript]
+    elif isinstance(item, Mapping):
+        values = [item.get(k) for k in ("media", "au_csv", "captions", "transcript")]
+    else:
+        values = [item]
+    paths = []
+    for value in values:
+        if isinstance(value, (str, Path)) and value and len(str(value)) < 1024 and "\n" not in str(value):
+            path = Path(value).expanduser()
+            paths.append(path if path.is_absolute() or base_dir is None else base_dir / path)
+    return paths
