@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+
+# Longest time stamp accepted from a sidecar (AU CSV, captions, transcript): a day. Anything later, like
+# negative, NaN or infinite times, is a corrupt file, not a clip.
+MAX_TIME_S = 24 * 3600.0
 
 
 class InputError(ValueError):
@@ -17,6 +22,27 @@ class InputError(ValueError):
         self.line = line
         where = "" if path is None else (f"{path}:{line}: " if line is not None else f"{path}: ")
         super().__init__(f"{where}{problem}")
+
+
+def check_number(
+    value: float,
+    what: str,
+    low: float,
+    high: float,
+    path: str | Path | None = None,
+    line: int | None = None,
+) -> float:
+    """``value`` as a float when it is finite and within ``[low, high]``, else InputError naming the file,
+    the line and what the number is (NaN fails every comparison, so finiteness is tested first)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(path, f"{what} is {value!r}, not a number", line=line) from None
+    if not math.isfinite(number) or not low <= number <= high:
+        raise InputError(
+            path, f"{what} is {value!r}; expected a finite number in [{low:g}, {high:g}]", line=line
+        )
+    return number
 
 
 class MissingExtraError(ImportError):

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from affectllm.errors import InputError, require
+from affectllm.errors import MAX_TIME_S, InputError, require
 from affectllm.schema import FACIAL, Cue
 from affectllm.textualize import facs
 
@@ -146,7 +146,9 @@ def read_au_csv(path: str | Path, fps: float | None = None) -> AUFrames:
             df[col] = pd.to_numeric(df[col], errors="coerce")
 
     n = len(df)
+    _check_values(path, df)
     time, time_source = _frame_times(df, fps)
+    _check_column(path, df, f"time ({time_source})", time, 0.0, MAX_TIME_S, allow_nan=False)
     if "face_id" in df:
         face_id = df["face_id"].fillna(-1).to_numpy(dtype=np.int64)
     elif "Identity" in df:
@@ -205,6 +207,46 @@ def read_au_csv(path: str | Path, fps: float | None = None) -> AUFrames:
         gaze=gaze,
         time_source=time_source,
     )
+
+
+# Plausible ranges per column kind (NaN is allowed where OpenFace / py-feat write it for a missed face).
+_ANGLE_LIMIT = 2 * np.pi  # radians
+
+
+def _check_values(path: Path, df) -> None:
+    """Reject the first row whose numbers are infinite or out of range, naming the file, line and column."""
+    for col in df.columns:
+        if col == "Identity":
+            continue
+        if _OPENFACE_AU.match(col) or _PYFEAT_AU.match(col):
+            low, high = (0.0, 1.0) if col.endswith("_c") else (0.0, 5.0)
+        elif col in ("confidence", "FaceScore"):
+            low, high = 0.0, 1.0
+        elif col in _POSE or col in _GAZE_ANGLE:
+            low, high = -_ANGLE_LIMIT, _ANGLE_LIMIT
+        elif col in ("timestamp", "approx_time"):
+            low, high = 0.0, MAX_TIME_S
+        elif col in ("frame", "face_id"):
+            low, high = -1.0, 1e9
+        else:
+            low, high = -1e9, 1e9  # translations (mm), gaze vectors, success flags: finite is what matters
+        _check_column(path, df, col, df[col].to_numpy(dtype=float), low, high, allow_nan=True)
+
+
+def _check_column(
+    path: Path, df, name: str, values: np.ndarray, low: float, high: float, allow_nan: bool
+) -> None:
+    bad = np.isinf(values) | (np.isfinite(values) & ((values < low) | (values > high)))
+    if not allow_nan:
+        bad |= np.isnan(values)
+    if bad.any():
+        row = int(np.argmax(bad))
+        # Line 1 is the header; pandas' index counts data rows from 0.
+        raise InputError(
+            path,
+            f"{name} is {float(values[row]):g}; expected a finite number in [{low:g}, {high:g}]",
+            line=int(df.index[row]) + 2,
+        )
 
 
 def _frame_times(df, fps: float | None) -> tuple[np.ndarray, str]:

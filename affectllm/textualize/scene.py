@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from affectllm.errors import InputError, MissingExtraError
+from affectllm.errors import MAX_TIME_S, InputError, MissingExtraError, check_number
 from affectllm.schema import SCENE, Cue
 
 DEFAULT_MERGE_THRESHOLD = 0.85
@@ -66,12 +66,14 @@ def _time_field(value: Any, path: Path, where: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        return check_number(value, f"{where}: time", 0.0, MAX_TIME_S, path)
     if isinstance(value, str):
         try:
-            return parse_time(value)
+            seconds = parse_time(value)
         except ValueError:
             pass
+        else:
+            return check_number(seconds, f"{where}: time {value!r} =", 0.0, MAX_TIME_S, path)
     raise InputError(path, f"{where}: time {value!r} is neither seconds nor [hh:]mm:ss[.s]")
 
 
@@ -90,6 +92,8 @@ def read_captions(path: str | Path, what: str = "captions") -> list[Caption]:
         raw = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise InputError(path, f"{what} file is not UTF-8 text") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read the {what} file ({exc.strerror or exc})") from None
     if path.suffix.lower() == ".json":
         captions = _captions_from_json(raw, path)
     else:
@@ -105,6 +109,8 @@ def _captions_from_json(raw: str, path: Path) -> list[Caption]:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise InputError(path, f"not valid JSON ({exc.msg})", line=exc.lineno) from None
+    except RecursionError:
+        raise InputError(path, "JSON nested too deeply") from None
     if isinstance(data, dict) and "captions" in data:
         data = data["captions"]
     if not isinstance(data, list):
@@ -137,8 +143,10 @@ def _captions_from_text(raw: str, path: Path) -> list[Caption]:
             continue
         match = _TIMED_LINE.match(line)
         if match:
-            start = parse_time(match.group(1))
-            end = parse_time(match.group(2)) if match.group(2) else None
+            start = check_number(parse_time(match.group(1)), "start time", 0.0, MAX_TIME_S, path, lineno)
+            end = None
+            if match.group(2):
+                end = check_number(parse_time(match.group(2)), "end time", 0.0, MAX_TIME_S, path, lineno)
             if end is not None and end < start:
                 raise InputError(path, f"end time before start time in {line!r}", line=lineno)
             text = match.group(3).strip()
