@@ -148,7 +148,9 @@ def choose_labels(
     content_free: Sequence[Sequence[Message]] | None = None,
     explain: bool = True,
 ) -> list[ChoiceResult]:
-    """``choose_label`` for many conversations (one scoring call and one generation call for the batch)."""
+    """``choose_label`` for many conversations: one scoring call and one generation call for the batch, or
+    conversation by conversation on a backend that keeps one sequence's KV cache (``Backend.sequential``), so
+    the rationale continues on the cache the scoring left instead of evaluating the prompt again."""
     labels = list(dict.fromkeys(str(lab) for lab in labels))
     if not labels:
         raise ValueError("choosing a label needs the label set")
@@ -156,19 +158,26 @@ def choose_labels(
         raise ValueError("content_free needs one conversation per conversation in the batch")
     if not batch:
         return []
+    if len(batch) > 1 and getattr(backend, "sequential", False):
+        out = []
+        for i, messages in enumerate(batch):
+            own = None if content_free is None else [content_free[i]]
+            out += choose_labels(backend, [messages], labels, generation, calibrate, own, explain)
+        return out
+    priors: list[dict[str, float] | None] = [None] * len(batch)
+    if calibrate:
+        # Before the samples: a sequential backend's cache then ends on the sample's prompt.
+        for i, messages in enumerate(batch):
+            neutral = content_free[i] if content_free is not None else content_free_messages(messages)
+            prior_prompt = backend.prompt_text(neutral) + ANSWER_PREFIX
+            priors[i] = dict(zip(labels, _prior(backend, prior_prompt, tuple(labels)), strict=True))
     prompts = [backend.prompt_text(m) + ANSWER_PREFIX for m in batch]
     scored = score_continuations(backend, prompts, [label_continuation(lab) for lab in labels])
     results: list[ChoiceResult] = []
-    for i, per_label in enumerate(scored):
+    for per_label, prior in zip(scored, priors, strict=True):
         sums = {lab: sum(t) for lab, t in zip(labels, per_label, strict=True)}
         means = {lab: sum(t) / len(t) for lab, t in zip(labels, per_label, strict=True)}
-        prior: dict[str, float] | None = None
-        calibrated = dict(sums)
-        if calibrate:
-            neutral = content_free[i] if content_free is not None else content_free_messages(batch[i])
-            prior_prompt = backend.prompt_text(neutral) + ANSWER_PREFIX
-            prior = dict(zip(labels, _prior(backend, prior_prompt, tuple(labels)), strict=True))
-            calibrated = {lab: sums[lab] - prior[lab] for lab in labels}
+        calibrated = dict(sums) if prior is None else {lab: sums[lab] - prior[lab] for lab in labels}
         # Ties go to the earlier label of the set, so the choice is deterministic.
         best = max(labels, key=lambda lab: calibrated[lab])
         results.append(ChoiceResult("", best, sums, calibrated, means, prior))

@@ -154,3 +154,46 @@ def test_a_backend_without_logprobs_says_so() -> None:
 
     with pytest.raises(ScoringUnsupported, match=r"textonly backend.*free generation"):
         choose_label(TextOnly(), _messages(), LABELS, GenerationConfig())
+
+
+# ---------------------------------------------------------------------------------------------- llama.cpp
+
+
+@pytest.fixture(scope="module")
+def gemma_gguf() -> Path:
+    pytest.importorskip("llama_cpp")
+    from affectllm.models import ensure_gemma_gguf
+
+    return ensure_gemma_gguf()
+
+
+@pytest.mark.slow  # ~30 s of CPU: two model loads and a few hundred prompt tokens twice
+def test_llamacpp_scores_agree_with_a_full_logits_evaluation(gemma_gguf: Path) -> None:
+    import llama_cpp
+
+    backend = get_backend("llamacpp", model=str(gemma_gguf), adapter="none", n_ctx=512, n_threads=2)
+    prompt = backend.prompt_text(_messages()) + ANSWER_PREFIX
+    continuations = [label_continuation(lab) for lab in LABELS]
+    # Twice: the second pass reuses the prompt's KV cache from the first.
+    got = backend.continuation_logprobs([prompt, prompt], continuations)
+    result = choose_label(backend, _messages(), LABELS, GenerationConfig(max_new_tokens=12))
+    assert parse_answer(result.answer_text, labels=LABELS).emotions == [result.label]
+    backend.close()
+
+    # The reference keeps every logits row (logits_all) and evaluates each candidate as one batch.
+    reference = llama_cpp.Llama(
+        model_path=str(gemma_gguf), n_ctx=512, n_threads=2, logits_all=True, verbose=False
+    )
+    prompt_ids = reference.tokenize(prompt.encode(), add_bos=True, special=True)
+    reference.eval(prompt_ids)
+    for continuation, first, again in zip(continuations, got[0], got[1], strict=True):
+        ids = reference.tokenize(continuation.encode(), add_bos=False, special=False)
+        reference.n_tokens = len(prompt_ids)
+        reference.eval(ids)
+        rows = reference.scores[len(prompt_ids) - 1 : len(prompt_ids) + len(ids) - 1]
+        expected = [float(_log_softmax(row)[tok]) for row, tok in zip(rows, ids, strict=True)]
+        # Q4_K matrix products of a one-token decode and of a batch take different kernels in llama.cpp:
+        # the same log-probabilities differ by up to ~0.06 nats between them.
+        assert first == pytest.approx(expected, abs=0.1)
+        assert again == pytest.approx(first, abs=0.1)
+    reference.close()

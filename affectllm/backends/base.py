@@ -131,6 +131,9 @@ class Backend(abc.ABC):
     #: whether messages may carry image/audio parts (text-only backbones get the cue text alone)
     supports_images: bool = False
     supports_audio: bool = False
+    #: decodes one sequence at a time and keeps the last prompt's KV cache (llama.cpp): callers that score a
+    #: prompt and then continue it do both before the next prompt
+    sequential: bool = False
 
     @abc.abstractmethod
     def generate(self, batch: Sequence[Sequence[Message]], config: GenerationConfig) -> list[str]:

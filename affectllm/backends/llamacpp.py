@@ -75,6 +75,7 @@ class LlamaCppBackend(Backend):
     offloaded to a GPU build."""
 
     name = "llamacpp"
+    sequential = True
 
     def __init__(
         self,
