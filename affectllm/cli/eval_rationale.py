@@ -4,6 +4,7 @@ grounding, and (optionally) an LLM judge."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,22 @@ def run(args: argparse.Namespace) -> int:
 
     warn_missing(ref, pred, missing, "scored 0")
     emit_result(result, args, format_table)
+    return _report_judge_failures(result.get("judge"))
+
+
+def _report_judge_failures(judge: dict[str, Any] | None) -> int:
+    """Failed judge calls on stderr (a count and the first few reasons); exit status 1 when every call
+    failed, since the judge scores are then all missing rather than low."""
+    if not judge or not judge["n_failed_calls"]:
+        return 0
+    failed, calls = judge["n_failed_calls"], judge["n_calls"]
+    warn(f"{failed} of {calls} LLM judge calls failed ({judge.get('base_url') or 'default endpoint'})")
+    reasons = [e for s in judge["samples"].values() for e in s["errors"]]
+    for reason in reasons[:3]:
+        warn(f"judge: {reason}")
+    if failed == calls:
+        print("affectllm: error: every LLM judge call failed; no judge scores", file=sys.stderr)
+        return 1
     return 0
 
 

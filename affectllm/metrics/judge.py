@@ -141,10 +141,16 @@ class JudgeScore:
     clue_overlap: float | None = None
     label_overlap: float | None = None
     errors: list[str] = field(default_factory=list)
+    calls: int = 0  # requests sent to the endpoint for this sample
+    failed_calls: int = 0  # of which failed: transport/API errors and replies without a score
     replies: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+# Consecutive failed calls, from the start of a run, after which the judge stops sending requests.
+GIVE_UP_AFTER = 4
 
 
 class LLMJudge:
@@ -218,15 +224,18 @@ class LLMJudge:
             ),
         }
         for key, prompt in prompts.items():
+            result.calls += 1
             try:
                 reply = self._ask(prompt)
             except Exception as exc:  # any transport/API failure is a per-sample error, not a crash
                 result.errors.append(f"{key}: {type(exc).__name__}: {str(exc)[:200]}")
+                result.failed_calls += 1
                 continue
             result.replies[key] = reply
             score = parse_score(reply)
             if score is None:
                 result.errors.append(f"{key}: no score 1-10 in the reply {reply[:80]!r}")
+                result.failed_calls += 1
             setattr(result, key, score)
         return result
 
@@ -237,17 +246,28 @@ class LLMJudge:
         pred_labels: Mapping[str, Sequence[str]] | None = None,
         ref_labels: Mapping[str, Sequence[str]] | None = None,
     ) -> dict[str, Any]:
-        """Judge every reference sample. Means are over the samples that got a score; ``n_*`` say how many."""
-        samples = [
-            self.score_one(
-                name,
-                pred.get(name),
-                ref[name],
-                None if pred_labels is None else pred_labels.get(name),
-                None if ref_labels is None else ref_labels.get(name),
+        """Judge every reference sample. Means are over the samples that got a score; ``n_*`` say how many.
+
+        When the first ``GIVE_UP_AFTER`` calls all fail (a dead or wrong endpoint), the remaining samples are
+        not sent (each would wait through the client's retries) and are recorded as failed.
+        """
+        samples: list[JudgeScore] = []
+        for name in ref:
+            calls = sum(s.calls for s in samples)
+            if calls >= GIVE_UP_AFTER and all(s.failed_calls == s.calls for s in samples):
+                skipped = JudgeScore(name, errors=[f"not sent: the first {calls} judge calls all failed"])
+                skipped.calls = skipped.failed_calls = 2
+                samples.append(skipped)
+                continue
+            samples.append(
+                self.score_one(
+                    name,
+                    pred.get(name),
+                    ref[name],
+                    None if pred_labels is None else pred_labels.get(name),
+                    None if ref_labels is None else ref_labels.get(name),
+                )
             )
-            for name in ref
-        ]
         return summarize(samples, model=self.model, base_url=self.base_url)
 
 
@@ -262,6 +282,8 @@ def summarize(samples: Sequence[JudgeScore], **info: Any) -> dict[str, Any]:
         {
             "n": len(samples),
             "n_errors": sum(1 for s in samples if s.errors),
+            "n_calls": sum(s.calls for s in samples),
+            "n_failed_calls": sum(s.failed_calls for s in samples),
             "prompt_version": PROMPT_VERSION,
             **info,
             "samples": {s.name: s.to_dict() for s in samples},

@@ -291,7 +291,28 @@ def _degenerate(segments: list, duration: float) -> bool:
     return any(w.start >= duration - 0.02 for w in words)
 
 
+def disable_onnxruntime_telemetry() -> None:
+    """Keep onnxruntime (faster-whisper's VAD) offline and out of the user's cache.
+
+    onnxruntime reads ``ORT_DISABLE_TELEMETRY`` when it is first imported: without it, the import alone writes
+    ``~/.cache/Microsoft/DeveloperTools`` and the telemetry client may look up Microsoft's event host.
+    ``disable_telemetry_events()`` covers the case where something imported onnxruntime earlier.
+    A user who sets the variable themselves keeps their value.
+    """
+    import importlib.util
+    import os
+    import sys
+
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    ort = sys.modules.get("onnxruntime")
+    if ort is None and importlib.util.find_spec("onnxruntime") is not None:
+        import onnxruntime as ort
+    if ort is not None and hasattr(ort, "disable_telemetry_events"):
+        ort.disable_telemetry_events()
+
+
 def _load_faster_whisper(model: str, device: str, compute_type: str, cpu_threads: int):
+    disable_onnxruntime_telemetry()
     fw = require("faster_whisper", "audio", "faster-whisper ASR")
 
     class _ContextWhisperModel(fw.WhisperModel):
