@@ -207,6 +207,8 @@ def _read_jsonl(path: Path, text: str, label_column: str | None, result: dict, l
             record = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise InputError(path, f"malformed JSON: {exc.msg} (column {exc.colno})", line) from None
+        except RecursionError:
+            raise InputError(path, "JSON nested too deeply", line) from None
         if not isinstance(record, dict):
             raise InputError(path, f"expected a JSON object, found {type(record).__name__}", line)
         if "name" not in record:
