@@ -183,3 +183,76 @@ def test_cli_prints_the_resolved_recipe_with_overrides(tmp_path, capsys):
     # Bad overrides are reported as errors (exit code 2), not tracebacks.
     assert main(["train", "grpo", "--config", str(path), "--lora.rank", "2", "--print-recipe"]) == 2
     assert "unknown key" in capsys.readouterr().err
+
+
+def test_cli_without_config_fails_at_once_before_any_heavy_import(capsys):
+    """`affectllm train sft` with no --config used to build a model for 82 s before failing."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from affectllm.cli.main import main; rc = main(['train', 'sft', '--max_steps', '3']); "
+        "heavy = [m for m in ('torch', 'transformers', 'trl') if m in sys.modules]; print(rc, heavy)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["2", "[]"], proc.stdout + proc.stderr
+    assert "needs --config RECIPE.yaml" in proc.stderr and "train/recipes/" in proc.stderr
+
+
+def test_cli_accepts_bare_booleans_trl_names_and_trainer_arguments_as_trl_reads_them(tmp_path, capsys):
+    import yaml
+
+    from affectllm.cli.main import main
+
+    path = write(tmp_path, SFT_YAML)
+    argv = ["train", "sft", "-c", str(path), "--print-recipe", "--bf16", "--gradient_checkpointing",
+            "--lora_r", "4", "--lora_alpha=8", "--use_peft", "--model_name_or_path", "some/model",
+            "--learning_rate", "3e-4", "--lr_scheduler_type", "cosine", "--no_remove_unused_columns",
+            "--dataset_name", "meld", "--resume_from_checkpoint", "false"]  # fmt: skip
+    assert main(argv) == 0
+    recipe = yaml.safe_load(capsys.readouterr().out)
+    trainer = recipe["trainer"]
+    assert trainer["bf16"] is True and trainer["gradient_checkpointing"] is True
+    assert trainer["learning_rate"] == pytest.approx(3e-4) and trainer["lr_scheduler_type"] == "cosine"
+    assert trainer["remove_unused_columns"] is False
+    assert recipe["lora"]["r"] == 4 and recipe["lora"]["alpha"] == 8 and recipe["lora"]["enabled"] is True
+    assert recipe["model"]["name_or_path"] == "some/model"
+    assert [s["dataset"] for s in recipe["data"]["sources"]] == ["meld"]
+    assert recipe["resume"] is False
+
+
+@pytest.mark.parametrize(
+    ("override", "says"),
+    [
+        (["--learning_rat", "1"], "did you mean --learning_rate"),
+        (["--lr_scheduler_type", "bogus"], "choose one of linear"),
+        (["--learning_rate", "fast"], "--learning_rate 'fast'"),
+        (["--max_steps"], "--max_steps needs a value"),
+        (["3"], "unexpected argument '3'"),
+    ],
+)
+def test_cli_override_mistakes_are_one_line_errors(tmp_path, capsys, override, says):
+    from affectllm.cli.main import main
+
+    path = write(tmp_path, SFT_YAML)
+    assert main(["train", "sft", "-c", str(path), "--print-recipe", *override]) == 2
+    err = capsys.readouterr().err
+    assert says in err and "Traceback" not in err
+
+
+def test_cli_help_lists_every_option(capsys):
+    from affectllm.cli.main import main
+    from affectllm.training.overrides import TRL_ALIASES, recipe_option_names
+
+    with pytest.raises(SystemExit):
+        main(["train", "sft", "--help"])
+    out = capsys.readouterr().out
+    for name in [
+        *recipe_option_names("sft"),
+        *TRL_ALIASES,
+        "learning_rate",
+        "bf16",
+        "gradient_checkpointing",
+    ]:
+        assert f"--{name}" in out, name
+    assert "--config RECIPE.yaml" in out and "--dry-run" in out and "--print-recipe" in out

@@ -1,8 +1,10 @@
 """``affectllm train sft|grpo --config RECIPE.yaml [--key value ...]``: LoRA SFT and GRPO from YAML recipes.
 
-Any recipe field can be overridden on the command line with a dotted key (``--lora.r 8``,
-``--trainer.learning_rate 1e-4``, ``--data.root ../shared/data``); a bare key names a top-level field or a trl
-trainer argument (``--max_steps 10``, ``--output_dir runs/x``). Unknown keys are errors.
+Any recipe field can be overridden on the command line: a dotted recipe key (``--lora.r 8``,
+``--data.root ../shared/data``), trl's own argument names (``--model_name_or_path``, ``--lora_r``,
+``--use_peft``, ``--dataset_name``) or a trl trainer argument (``--learning_rate 1e-4``, ``--max_steps 10``,
+``--bf16``, ``--gradient_checkpointing``); a flag without a value is true. Unknown keys are errors.
+Arguments are checked before anything heavy is loaded.
 """
 
 from __future__ import annotations
@@ -12,14 +14,23 @@ import json
 import sys
 from typing import Any
 
+RECIPES_HINT = "the shipped recipes are train/recipes/<model>/<method>/*.yaml, e.g. train/recipes/gemma3-270m/sft/ov_mix.yaml"
+
 
 class _OverridesParser(argparse.ArgumentParser):
-    """Collects the ``--key value`` pairs it does not know into ``args.overrides`` instead of failing."""
+    """Collects the ``--key value`` pairs it does not know into ``args.overrides`` instead of failing, and lists
+    every override in its help (computed when help is asked for, so ``affectllm --help`` imports no trl)."""
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
         namespace, extras = super().parse_known_args(args, namespace)
         namespace.overrides = list(getattr(namespace, "overrides", None) or []) + list(extras)
         return namespace, []
+
+    def format_help(self) -> str:
+        from affectllm.training.overrides import options_help
+
+        method = self.prog.split()[-1]
+        return super().format_help() + "\n" + options_help(method) + "\n"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -34,8 +45,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ("sft", "LoRA supervised fine-tuning on answers in the inference answer contract"),
         ("grpo", "GRPO with emotion-wheel, format, label-count and grounding rewards"),
     ):
-        sub = methods.add_parser(method, help=text, description=f"{text}. {__doc__.splitlines()[2]}")
-        sub.add_argument("--config", "-c", help="recipe YAML (train/recipes/<model>/<method>/*.yaml)")
+        sub = methods.add_parser(
+            method,
+            help=text,
+            description=f"{text}.\n\n{__doc__.split(chr(10) + chr(10), 1)[1]}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            usage=f"affectllm train {method} --config RECIPE.yaml [--dry-run] [--print-recipe] [--KEY [VALUE] ...]",
+        )
+        sub.add_argument(
+            "--config", "-c", metavar="RECIPE.yaml", help=f"the recipe (required; {RECIPES_HINT})"
+        )
         sub.add_argument(
             "--dry-run",
             action="store_true",
@@ -46,11 +65,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=lambda args: (parser.print_help(), 0)[1])
 
 
-def run(args: argparse.Namespace) -> int:
-    from affectllm.training.config import load_recipe, parse_cli_overrides, recipe_to_dict
+def check_arguments(args: argparse.Namespace) -> Any:
+    """Everything that can be checked without a model: the recipe file, every override, the data sources.
+    Returns the resolved recipe."""
+    from affectllm.errors import InputError
+    from affectllm.training.config import load_recipe
+    from affectllm.training.overrides import parse_overrides
 
-    overrides = parse_cli_overrides(args.overrides)
+    if not args.config:
+        raise InputError(None, f"affectllm train {args.method} needs --config RECIPE.yaml; {RECIPES_HINT}")
+    overrides = parse_overrides(args.overrides, args.method)
     recipe = load_recipe(args.config, args.method, overrides)
+    if not recipe.data.sources:
+        raise InputError(args.config, "data.sources is empty: name at least one dataset to train on")
+    return recipe
+
+
+def run(args: argparse.Namespace) -> int:
+    from affectllm.training.config import recipe_to_dict
+
+    recipe = check_arguments(args)
     if args.print_recipe:
         import yaml
 
