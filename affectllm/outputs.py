@@ -40,9 +40,9 @@ def _same_file(a: Path, b: Path) -> bool:
     try:
         if a.exists() and b.exists():
             return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return a.resolve() == b.resolve()
+        return a.resolve() == b.resolve()
+    except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13): checked by stat below
+        return False
 
 
 def os_problem(exc: OSError) -> str:

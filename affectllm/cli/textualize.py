@@ -153,7 +153,13 @@ def run(args: argparse.Namespace) -> int:
             f"{summary['failed']} failed → {summary['out']}",
             file=sys.stderr,
         )
-        return 1 if summary["failed"] and not summary["done"] and not summary["skipped"] else 0
+        # The reasons are in --out; the first few here say whether it is worth a look.
+        for item_id, message in summary["errors"][:3]:
+            print(f"affectllm: warning: clip {item_id!r} failed: {message}", file=sys.stderr)
+        if summary["failed"] and not summary["done"] and not summary["skipped"]:
+            print(f"affectllm: error: every clip failed (recorded in {summary['out']})", file=sys.stderr)
+            return 1
+        return 0
 
     if args.out:
         raise InputError(args.out, "--out is for batches (a folder or a manifest); use --json for one clip")

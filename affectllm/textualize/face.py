@@ -230,7 +230,10 @@ def _check_values(path: Path, df) -> None:
             low, high = -1.0, 1e9
         else:
             low, high = -1e9, 1e9  # translations (mm), gaze vectors, success flags: finite is what matters
-        _check_column(path, df, col, df[col].to_numpy(dtype=float), low, high, allow_nan=True)
+        values = df[col].to_numpy(dtype=float)
+        # A time column with a hole is corrupt (an all-empty one is simply absent: frame numbers are used).
+        allow_nan = col not in ("timestamp", "approx_time") or bool(np.isnan(values).all())
+        _check_column(path, df, col, values, low, high, allow_nan=allow_nan)
 
 
 def _check_column(

@@ -619,6 +619,7 @@ def textualize_batch(
         "skipped": len(items) - len(pending),
         "failed": 0,
         "out": str(out_jsonl),
+        "errors": [],  # (id, message) of the clips that failed in this run
     }
     bar = tqdm(pending, desc="textualize", unit="clip", file=sys.stderr, disable=not progress)
     for item in bar:
@@ -634,6 +635,7 @@ def textualize_batch(
         except Exception as exc:  # recorded per clip; finished clips are already on disk
             writer.write_error(item_id, exc)
             summary["failed"] += 1
+            summary["errors"].append((item_id, str(exc) or type(exc).__name__))
     writer.compact([_item_id(item) for item in items])
     return summary
 

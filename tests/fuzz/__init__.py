@@ -1,0 +1,1 @@
+"""Generated fuzz corpus and harness (see runner.py)."""
