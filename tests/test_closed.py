@@ -61,9 +61,11 @@ def test_known_answer_and_label_order() -> None:
     pred = ["sad", "happy", "angry", "angry"]
     result = closed_set_scores(gold, pred, labels=["happy", "sad", "angry", "neutral"])
     assert result["accuracy"] == 0.75
-    # happy: P 1, R 0.5, F 2/3; sad: 1/1/1; angry: P 0.5, R 1, F 2/3; neutral has no gold sample.
-    assert result["macro_f1"] == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
-    assert result["uar"] == pytest.approx((0.5 + 1 + 1) / 3)
+    # happy: P 1, R 0.5, F 2/3; sad: 1/1/1; angry: P 0.5, R 1, F 2/3; neutral has no gold sample and scores 0,
+    # as in scikit-learn with labels= (the average is over the given set).
+    assert result["macro_f1"] == pytest.approx((2 / 3 + 1 + 2 / 3 + 0) / 4)
+    assert result["uar"] == pytest.approx((0.5 + 1 + 1 + 0) / 4)
+    assert result["label_set"] == "given"
     assert result["weighted_f1"] == pytest.approx((2 * 2 / 3 + 1 + 2 / 3) / 4)
     assert result["confusion_matrix"]["rows"] == ["happy", "sad", "angry", "neutral"]
     assert result["confusion_matrix"]["matrix"] == [[1, 0, 1, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]]
@@ -94,6 +96,38 @@ def test_missing_predictions_and_bad_input() -> None:
         closed_set_scores(["happy", "sad"], ["happy", "sad"], labels=["happy"])
     with pytest.raises(ValueError, match="no samples"):
         closed_set_scores([], [])
+
+
+MELD_LABELS = ["neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_macro_f1_and_uar_average_over_the_task_label_set_as_sklearn_labels_does(seed: int) -> None:
+    """A 5-sample MELD run covers a few of the 7 classes; the averages still run over all 7."""
+    rng = np.random.default_rng(seed)
+    gold = list(rng.choice(MELD_LABELS[:3], 5))
+    pred = list(rng.choice([*MELD_LABELS, "confused"], 5))
+    result = get_metric("closed_set").fn(predictions=pred, references=gold, labels=MELD_LABELS)
+    kw = {"labels": MELD_LABELS, "average": "macro", "zero_division": 0}
+    assert result["macro_f1"] == pytest.approx(sklearn_metrics.f1_score(gold, pred, **kw))
+    assert result["uar"] == pytest.approx(sklearn_metrics.recall_score(gold, pred, **kw))
+    assert result["label_set"] == "given" and result["labels"] == MELD_LABELS
+    # Without the set, the gold classes are the set (and the result says so).
+    alone = closed_set_scores(gold, pred)
+    assert alone["label_set"] == "gold" and alone["labels"] == sorted(set(gold))
+
+
+def test_the_issue_example_five_meld_samples() -> None:
+    gold = ["neutral", "neutral", "joy", "surprise", "neutral"]
+    pred = ["neutral", "joy", "neutral", "neutral", "anger"]
+    result = closed_set_scores(gold, pred, labels=MELD_LABELS)
+    kw = {"labels": MELD_LABELS, "average": "macro", "zero_division": 0}
+    assert result["macro_f1"] == pytest.approx(sklearn_metrics.f1_score(gold, pred, **kw))
+    assert (
+        result["uar"]
+        == pytest.approx(sklearn_metrics.recall_score(gold, pred, **kw))
+        == pytest.approx(1 / 3 / 7)
+    )
 
 
 def test_registry_entries() -> None:

@@ -8,9 +8,12 @@ Conventions (the same as scikit-learn with ``labels=`` set to the label order, s
 - The label order is ``labels`` when given, else the sorted set of gold labels. Gold labels must be in it.
 - A prediction outside the label order is simply wrong: it lowers the gold class's recall and no class's
   precision, and the confusion matrix shows it in a trailing ``(other)`` column.
-- Macro F1 and UAR average over the classes of the label order that occur in the gold labels (a class with
-  no gold sample has no recall, so it cannot enter an unweighted average recall); weighted F1 weights each
-  class's F1 by its gold support. Per-class precision with no predictions of the class is 0.
+- Macro F1 and UAR average over every class of the label order, as scikit-learn's ``f1_score`` /
+  ``recall_score`` with ``labels=`` and ``average="macro"`` do: a class of the given set with no gold sample
+  scores 0 (scikit-learn's ``zero_division=0``), so a 5-sample run cannot look better by missing classes.
+  Without ``labels`` the order is the gold classes, each present. The result says which set was used
+  (``label_set``: ``"given"`` or ``"gold"``). Weighted F1 weights each class's F1 by its gold support.
+  Per-class precision with no predictions of the class is 0.
 """
 
 from __future__ import annotations
@@ -75,10 +78,11 @@ def closed_set_scores(
 ) -> dict[str, Any]:
     """Accuracy, weighted F1, macro F1, UAR, per-class P/R/F1 and the confusion matrix.
 
-    ``gold`` and ``pred`` are aligned single labels (``None`` in ``pred``: no prediction, scored wrong); labels are normalised (case, whitespace, surrounding
-    punctuation) and, with ``fold_word_forms``, folded between word forms (``"anger"`` → ``"angry"`` when only
+    ``gold`` and ``pred`` are aligned single labels (``None`` in ``pred``: no prediction, scored wrong); labels
+    are normalised (case, whitespace, surrounding punctuation) and, with ``fold_word_forms``, folded between word forms (``"anger"`` → ``"angry"`` when only
     ``"angry"`` is a class; see ``WORD_FORM_GROUPS``). Raises ``ValueError`` on length mismatch, empty input,
-    or a gold label outside ``labels``.
+    or a gold label outside ``labels``. Pass the task's label set as ``labels`` to average macro F1 and UAR over
+    it (``label_set`` in the result is then ``"given"``).
 
     The confusion matrix has one row per class of ``label_order`` (gold) and one column per class, plus a last
     ``(other)`` column when some prediction is outside the label order.
@@ -89,7 +93,7 @@ def closed_set_scores(
         raise ValueError("no samples to score")
     if labels is not None:
         label_order = list(dict.fromkeys(normalize_label(x) for x in labels))
-        if any(not x for x in label_order):
+        if not label_order or any(not x for x in label_order):
             raise ValueError("empty label in the label list")
     else:
         label_order = sorted({normalize_label(x) for x in gold})
@@ -116,7 +120,7 @@ def closed_set_scores(
     recall = np.divide(true_pos, support, out=np.zeros(k), where=support > 0)
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros(k), where=denom > 0)
-    present = support > 0
+    present = support > 0  # classes of the order with gold samples
 
     n = len(gold_norm)
     other_count = int(matrix[:, k].sum())
@@ -124,10 +128,13 @@ def closed_set_scores(
     return {
         "accuracy": float(true_pos.sum() / n),
         "weighted_f1": float((f1 * support).sum() / support.sum()),
-        "macro_f1": float(f1[present].mean()),
-        "uar": float(recall[present].mean()),
+        # Over the whole label order (scikit-learn's labels= semantics); with no labels given, every class of
+        # the order has gold samples by construction.
+        "macro_f1": float(f1.mean()),
+        "uar": float(recall.mean()),
         "n": n,
         "labels": label_order,
+        "label_set": "given" if labels is not None else "gold",
         "per_class": {
             label: {
                 "precision": float(precision[i]),
@@ -232,8 +239,15 @@ def _as_label_value(value: Any) -> Any:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _closed(predictions: Sequence[str], references: Sequence[str], **options: Any) -> dict[str, Any]:
-    return closed_set_scores(references, predictions, **options)
+def _closed(
+    predictions: Sequence[str | None],
+    references: Sequence[str],
+    *,
+    labels: Sequence[str] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Registry entry; pass the task's label set as ``labels=`` to average over it (scikit-learn's labels=)."""
+    return closed_set_scores(references, predictions, labels=labels, **options)
 
 
 def _hit_rate(
@@ -245,8 +259,11 @@ def _hit_rate(
 for _name, _desc in (
     ("accuracy", "share of samples whose predicted label equals the gold label"),
     ("weighted_f1", "per-class F1 weighted by gold support"),
-    ("macro_f1", "unweighted mean of per-class F1 over classes present in the gold labels"),
-    ("uar", "unweighted average recall over classes present in the gold labels"),
+    (
+        "macro_f1",
+        "unweighted mean of per-class F1 over the label set (the given labels, else the gold classes)",
+    ),
+    ("uar", "unweighted average recall over the label set (the given labels, else the gold classes)"),
     ("closed_set", "accuracy, weighted/macro F1, UAR and the confusion matrix"),
 ):
     register_metric(
