@@ -63,8 +63,9 @@ def plot_confusion(confusion: dict[str, Any], path: Path, title: str) -> Path:
     return path
 
 
-def plot_wheel_bars(ew: dict[str, Any], path: Path, title: str) -> Path:
-    """EW F per wheel at levels 1 and 2 (the numbers behind the headline 5-wheel mean)."""
+def wheel_bars_figure(ew: dict[str, Any], title: str) -> Any:
+    """The figure of ``plot_wheel_bars``: bars per wheel and level, dashed lines at each level's 5-wheel mean
+    (the headline number), every element named in the legend."""
     import numpy as np
 
     plt = _pyplot()
@@ -73,22 +74,34 @@ def plot_wheel_bars(ew: dict[str, Any], path: Path, title: str) -> Path:
     l2 = [variants.get(f"{w}-L2", {}).get("f") or 0.0 for w in WHEEL_VARIANTS]
     x = np.arange(len(WHEEL_VARIANTS))
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    ax.bar(x - 0.2, l1, width=0.4, label="level 1")
-    ax.bar(x + 0.2, l2, width=0.4, label="level 2")
+    ax.bar(x - 0.2, l1, width=0.4, label="level 1", color="C0")
+    ax.bar(x + 0.2, l2, width=0.4, label="level 2", color="C1")
     for level, values, offset in (("l1", l1, -0.2), ("l2", l2, 0.2)):
         mean = (ew.get(level) or {}).get("f")
         if mean is not None:
-            ax.axhline(mean, ls="--", lw=0.8, color="C0" if level == "l1" else "C1")
+            ax.axhline(
+                mean,
+                ls="--",
+                lw=0.8,
+                color="C0" if level == "l1" else "C1",
+                label=f"level {level[1]} mean of the 5 wheels ({mean:.2f})",
+            )
         for xi, v in zip(x, values, strict=True):
             ax.text(xi + offset, v + 0.01, f"{v:.2f}", ha="center", fontsize=7)
     ax.set_xticks(x, labels=[f"wheel {i}" for i in range(1, 6)])
     ax.set_ylim(0, 1)
     ax.set_ylabel("EW F")
     ax.set_title(title)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper right", fontsize=7)
     fig.tight_layout()
+    return fig
+
+
+def plot_wheel_bars(ew: dict[str, Any], path: Path, title: str) -> Path:
+    """EW F per wheel at levels 1 and 2 (the numbers behind the headline 5-wheel mean)."""
+    fig = wheel_bars_figure(ew, title)
     fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 
@@ -210,6 +223,22 @@ def write_report(out: str | Path, metrics: dict[str, Any] | None = None, plots: 
         f"| {name} | {key} | {_fmt(value)} |"
         for name, key, value in _headline_rows(metrics.get("metrics", {}))
     ]
+    closed = metrics.get("metrics", {}).get("closed_set")
+    if isinstance(closed, dict) and closed.get("labels"):
+        source = (
+            "the task's label set" if closed.get("label_set") == "given" else "the classes in the gold labels"
+        )
+        absent = closed.get("classes_without_gold") or []
+        lines += [
+            "",
+            f"Macro F1 and UAR average over the {len(closed['labels'])} classes of {source} "
+            f"({', '.join(closed['labels'])}), as scikit-learn does with `labels=`"
+            + (
+                f"; {len(absent)} of them have no gold sample here and score 0 ({', '.join(absent)})."
+                if absent
+                else "."
+            ),
+        ]
     ew = metrics.get("metrics", {}).get("ew")
     if isinstance(ew, dict) and ew.get("variants"):
         lines += [
@@ -263,4 +292,11 @@ def write_report(out: str | Path, metrics: dict[str, Any] | None = None, plots: 
     return path
 
 
-__all__ = ["make_plots", "plot_ablation", "plot_confusion", "plot_wheel_bars", "write_report"]
+__all__ = [
+    "make_plots",
+    "plot_ablation",
+    "plot_confusion",
+    "plot_wheel_bars",
+    "wheel_bars_figure",
+    "write_report",
+]

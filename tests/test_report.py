@@ -70,3 +70,29 @@ def test_report_without_plots(tmp_path: Path) -> None:
     metrics["ablation"] = None
     text = write_report(tmp_path, metrics, plots=False).read_text(encoding="utf-8")
     assert "No plots (plots disabled)" in text and not list(tmp_path.glob("*.png"))
+
+
+def test_report_names_the_label_set_macro_scores_average_over(tmp_path: Path) -> None:
+    write_report(tmp_path, _metrics(), plots=False)
+    text = (tmp_path / "report.md").read_text(encoding="utf-8")
+    assert "average over the 4 classes of the task's label set (joy, anger, sadness, fear)" in text
+    assert "1 of them have no gold sample here and score 0 (sadness)" in text
+
+
+def test_wheel_chart_legend_names_the_dashed_mean_lines() -> None:
+    from affectllm.report import _pyplot, wheel_bars_figure
+
+    ew = _metrics()["metrics"]["ew"]
+    fig = wheel_bars_figure(ew, "demo")
+    try:
+        legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        assert legend == [
+            f"level 1 mean of the 5 wheels ({ew['l1']['f']:.2f})",
+            f"level 2 mean of the 5 wheels ({ew['l2']['f']:.2f})",
+            "level 1",
+            "level 2",
+        ]
+        dashed = [line for line in fig.axes[0].get_lines() if line.get_linestyle() == "--"]
+        assert [line.get_label() for line in dashed] == legend[:2]
+    finally:
+        _pyplot().close(fig)
