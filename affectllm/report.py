@@ -233,11 +233,7 @@ def write_report(out: str | Path, metrics: dict[str, Any] | None = None, plots: 
             "",
             f"Macro F1 and UAR average over the {len(closed['labels'])} classes of {source} "
             f"({', '.join(closed['labels'])}), as scikit-learn does with `labels=`"
-            + (
-                f"; {len(absent)} of them have no gold sample here and score 0 ({', '.join(absent)})."
-                if absent
-                else "."
-            ),
+            + (f"; classes with no gold sample here score 0 ({', '.join(absent)})." if absent else "."),
         ]
     ew = metrics.get("metrics", {}).get("ew")
     if isinstance(ew, dict) and ew.get("variants"):
