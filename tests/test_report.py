@@ -76,7 +76,7 @@ def test_report_names_the_label_set_macro_scores_average_over(tmp_path: Path) ->
     write_report(tmp_path, _metrics(), plots=False)
     text = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "average over the 4 classes of the task's label set (joy, anger, sadness, fear)" in text
-    assert "1 of them have no gold sample here and score 0 (sadness)" in text
+    assert "classes with no gold sample here score 0 (fear)" in text
 
 
 def test_wheel_chart_legend_names_the_dashed_mean_lines() -> None:
