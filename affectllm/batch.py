@@ -59,8 +59,11 @@ class ResumableJSONL:
             record = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, ValueError, RecursionError):
             return None
-        if not isinstance(record, dict) or record.get(self.id_key) in (None, ""):
+        if not isinstance(record, dict):
             return None
+        key = record.get(self.id_key)
+        if isinstance(key, bool) or not isinstance(key, (str, int)) or key == "":
+            return None  # the writer's ids are strings (or numbers from a manifest), never lists or objects
         return record
 
     def _foreign(self, lineno: int) -> InputError:

@@ -8,6 +8,7 @@ The default suite runs the whole generated corpus once (in child processes, ~1 m
 from __future__ import annotations
 
 import json
+import shutil
 import string
 from pathlib import Path
 
@@ -85,11 +86,10 @@ def _run_generated(
     root = tmp_path / "runs"
     root.mkdir(exist_ok=True)
     case = Case(case_id, argv[0], argv, files, expect="any", may_change=may_change, timeout=60)
-    record = run_case(case, root)
-    import shutil
-
-    shutil.rmtree(root / case_id, ignore_errors=True)
-    return record
+    try:
+        return run_case(case, root)
+    finally:
+        shutil.rmtree(root / case_id, ignore_errors=True)
 
 
 @pytest.mark.fuzz

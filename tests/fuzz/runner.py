@@ -156,9 +156,8 @@ def run_case(case: Case, root: Path) -> dict[str, Any]:
             problems.append(f"message does not name {case.names!r}")
     out_file = _out_path(argv)
     if outcome == "accepted" and out_file is not None and out_file.is_file():
-        ids = [
-            json.loads(line).get("id") for line in out_file.read_text(encoding="utf-8").splitlines() if line
-        ]
+        lines = out_file.read_text(encoding="utf-8").splitlines()
+        ids = [json.dumps(json.loads(line).get("id")) for line in lines if line.strip()]
         if len(ids) != len(set(ids)):
             problems.append("--out holds duplicate ids after the run")
     for path in folder.rglob("*"):  # let the temporary folder be removed
@@ -276,7 +275,11 @@ def table(records: list[dict[str, Any]]) -> str:
         c["altered"] += bool(r["altered"])
         other = [p for p in r["problems"] if not p.startswith(("crash", "hang", "files lost"))]
         c["other"] += bool(other)
-    header = f"{'command':<16}{'cases':>7}{'refused':>9}{'accepted':>10}{'crashes':>9}{'hangs':>7}{'lost/altered':>14}{'other':>7}"
+        c["known"] += bool(r["problems"] and r["known"])
+    header = (
+        f"{'command':<16}{'cases':>7}{'refused':>9}{'accepted':>10}{'crashes':>9}{'hangs':>7}{'lost/altered':>14}"
+        f"{'other':>7}{'of which known':>16}"
+    )
     lines = [header, "-" * len(header)]
     total: Counter = Counter()
     for command in sorted(rows):
@@ -284,14 +287,17 @@ def table(records: list[dict[str, Any]]) -> str:
         total.update(c)
         lines.append(
             f"{command:<16}{c['cases']:>7}{c['refused']:>9}{c['accepted']:>10}{c['crash']:>9}{c['hang']:>7}"
-            f"{c['altered']:>14}{c['other']:>7}"
+            f"{c['altered']:>14}{c['other']:>7}{c['known']:>16}"
         )
     lines.append("-" * len(header))
     lines.append(
         f"{'total':<16}{total['cases']:>7}{total['refused']:>9}{total['accepted']:>10}{total['crash']:>9}"
-        f"{total['hang']:>7}{total['altered']:>14}{total['other']:>7}"
+        f"{total['hang']:>7}{total['altered']:>14}{total['other']:>7}{total['known']:>16}"
     )
     lines.append("other: a refusal without a message naming the file, good input refused, bad input accepted")
+    lines.append(
+        "known: problems in code outside this corpus' fixes, listed in tests/fuzz/corpus.py KNOWN (xfail)"
+    )
     return "\n".join(lines)
 
 
