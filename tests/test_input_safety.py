@@ -321,3 +321,35 @@ def test_onnxruntime_telemetry_is_off_for_the_speech_recogniser(tmp_path: Path) 
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=120)
     # Without the switch, importing onnxruntime alone writes ~/.cache/Microsoft/DeveloperTools.
     assert not (tmp_path / ".cache" / "Microsoft").exists()
+
+
+# ------------------------------------------------------------------------------------------ batch reruns
+
+
+def test_rerun_of_a_mixed_textualize_batch_keeps_one_row_per_id(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("pandas")
+    from affectllm.cli.main import main
+
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    (folder / "a.transcript.txt").write_text("I am fine.")
+    (folder / "b.wav").write_bytes(os.urandom(3000))  # corrupt: fails every time
+    (folder / "c.transcript.txt").write_text("Leave me alone.")
+    out = tmp_path / "out.jsonl"
+    argv = ["textualize", str(folder), "--out", str(out), "--asr", "none", "--no-cache", "--quiet"]
+    for _ in range(3):
+        assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "clip 'b' failed" in err and "b.wav" in err
+    rows = read_jsonl(out)
+    assert sorted(r["id"] for r in rows) == ["a", "b", "c"]
+    assert "error" in next(r for r in rows if r["id"] == "b")
+
+
+def test_manifest_transcript_path_that_does_not_exist_is_not_read_as_words(tmp_path: Path) -> None:
+    from affectllm.textualize.pipeline import resolve_inputs
+
+    with pytest.raises(InputError, match="transcript file not found"):
+        resolve_inputs({"id": "a", "transcript": "a.transcript.txt"}, base_dir=tmp_path)
+    words = resolve_inputs({"id": "a", "transcript": "Nothing to see here."}, base_dir=tmp_path)
+    assert words.transcript_text == "Nothing to see here."

@@ -202,12 +202,25 @@ def _inputs_from_row(row: Mapping[str, Any], base: Path) -> ClipInputs:
         candidate = resolve(text)
         if len(text) < 1024 and "\n" not in text and candidate is not None and candidate.is_file():
             inputs.transcript, inputs.transcript_text = candidate, None
+        elif _looks_like_a_path(text):
+            # "a.transcript.txt" that is not there is a broken reference, not the words someone said.
+            raise InputError(candidate, "transcript file not found (the manifest names it as a path)")
         else:
             inputs.transcript, inputs.transcript_text = None, text
     inputs.extra = {
         k: v for k, v in row.items() if k not in {"id", "media", "au_csv", "captions", "transcript"}
     }
     return inputs
+
+
+def _looks_like_a_path(text: str) -> bool:
+    """One word ending in a transcript extension (``clips/a.txt``), which nobody says in a sentence."""
+    word = text.strip()
+    return (
+        len(word) < 1024
+        and not any(c.isspace() for c in word)
+        and word.lower().endswith((".txt", ".srt", ".vtt", ".json"))
+    )
 
 
 def _normalise_modalities(modalities: Iterable[str] | str | None) -> tuple[str, ...]:

@@ -432,6 +432,7 @@ def textualize_batch_cases() -> Iterator[Case]:
         "fifo-media": (_manifest([{"id": "a", "media": "pipe.wav"}]), "any"),
         "transcript-int": (_manifest([{"id": "a", "transcript": 5}]), "any"),
         "au-csv-list": (_manifest([{"id": "a", "au_csv": ["x"], "transcript": "x y"}]), "any"),
+        "transcript-path-missing": (_manifest([{"id": "a", "transcript": "nope.transcript.txt"}]), "refuse"),
         "bom": (b"\xef\xbb\xbf" + good, "accept"),
         "valid": (good, "accept"),
     }
@@ -445,7 +446,9 @@ def textualize_batch_cases() -> Iterator[Case]:
             ["textualize", "{d}/m.jsonl", "--out", "{d}/out.jsonl", *TEXTUALIZE_FAST],
             files,
             expect=expect,
-            names="m.jsonl" if expect == "refuse" else None,
+            names={"transcript-path-missing": "nope.transcript.txt"}.get(
+                kind, "m.jsonl" if expect == "refuse" else None
+            ),
             timeout=20,
         )
     folder: dict[str, Content] = {
