@@ -166,7 +166,9 @@ class ResumableJSONL:
         try:
             fd = self._open_locked(flags)
             try:
-                os.write(fd, line.encode("utf-8"))
+                data = memoryview(line.encode("utf-8"))
+                while data:  # a nearly full disk takes part of a write; the rest then raises ENOSPC
+                    data = data[os.write(fd, data) :]
                 os.fsync(fd)
             finally:
                 os.close(fd)

@@ -353,3 +353,31 @@ def test_manifest_transcript_path_that_does_not_exist_is_not_read_as_words(tmp_p
         resolve_inputs({"id": "a", "transcript": "a.transcript.txt"}, base_dir=tmp_path)
     words = resolve_inputs({"id": "a", "transcript": "Nothing to see here."}, base_dir=tmp_path)
     assert words.transcript_text == "Nothing to see here."
+
+
+def test_a_full_disk_is_an_error_naming_the_output_and_the_old_result_survives(tmp_path: Path) -> None:
+    # RLIMIT_FSIZE makes writes past the limit fail with EFBIG, as a full disk fails them with ENOSPC.
+    (tmp_path / "a.transcript.txt").write_text("I am fine.")
+    (tmp_path / "m.jsonl").write_text('{"id": "a", "transcript": "a.transcript.txt"}\n')
+    (tmp_path / "old.json").write_text('{"kept": true}\n')
+    code = textwrap.dedent(
+        """
+        import resource, signal, sys
+        from affectllm.cli.main import main
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+        d = sys.argv[1]
+        rc1 = main(["textualize", f"{d}/m.jsonl", "--out", f"{d}/out.jsonl", "--asr", "none", "--no-cache", "--quiet"])
+        rc2 = main(["textualize", f"{d}/a.transcript.txt", "--json", f"{d}/old.json", "--asr", "none", "--no-cache"])
+        sys.exit(10 * rc1 + rc2)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 22, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"{tmp_path}/out.jsonl: cannot write" in result.stderr
+    assert f"{tmp_path}/old.json: cannot write" in result.stderr
+    assert (tmp_path / "old.json").read_text() == '{"kept": true}\n'
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
