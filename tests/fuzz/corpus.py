@@ -312,6 +312,16 @@ def textualize_cases() -> Iterator[Case]:
                 expect="any" if kind in MEDIA_ACCEPTABLE else "refuse",
                 names=name,
             )
+    for kind, make in I.VIDEO.items():
+        yield Case(
+            f"textualize-video-{kind}",
+            "textualize",
+            ["textualize", "{d}/clip.mp4", "--modalities", "audio,scene", *TEXTUALIZE_FAST],
+            {"clip.mp4": make()},
+            # Damaged files may still decode in part (FFmpeg conceals errors): any clean outcome will do.
+            expect="any" if kind != "mp4-truncated-header" else "refuse",
+            names="clip.mp4",
+        )
     for kind in I.SPECIAL:
         path = _special_argv(kind, "clip.wav")
         files = {} if kind.startswith("dev-") or kind == "missing" else {"clip.wav": f"@{kind}"}

@@ -58,6 +58,65 @@ def cut_utf8(text: str) -> bytes:
     return data[:-1]
 
 
+def mp4_bytes(video: bool = True, audio_layout: str | None = "mono", frames: int = 10) -> bytes:
+    """A tiny MPEG-4 clip (32x32 grey ramp, AAC noise) encoded with PyAV: about 10 kB, a few milliseconds."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4") as container:
+        vstream = container.add_stream("mpeg4", rate=10) if video else None
+        if vstream is not None:
+            vstream.width = vstream.height = 32
+            vstream.pix_fmt = "yuv420p"
+        astream = container.add_stream("aac", rate=16000) if audio_layout else None
+        if astream is not None:
+            astream.layout = audio_layout
+        if vstream is not None:
+            for i in range(frames):
+                image = np.full((32, 32, 3), i * 20 % 256, np.uint8)
+                for packet in vstream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                    container.mux(packet)
+            for packet in vstream.encode():
+                container.mux(packet)
+        if astream is not None:
+            channels = av.AudioLayout(audio_layout).nb_channels
+            noise = (np.random.default_rng(0).standard_normal((1, 16000 * channels)) * 0.1).astype(np.float32)
+            # Packed: PyAV's planar from_ndarray/to_ndarray break at 8 channels (the bug media.py avoids).
+            frame = av.AudioFrame.from_ndarray(noise, format="flt", layout=audio_layout)
+            frame.sample_rate = 16000
+            for packet in astream.encode(frame):
+                container.mux(packet)
+            for packet in astream.encode():
+                container.mux(packet)
+    return buf.getvalue()
+
+
+def bit_flips(data: bytes, seed: int, count: int = 40) -> bytes:
+    """``data`` with ``count`` random bytes overwritten after the first 64 (the container keeps its magic)."""
+    rng = random.Random(seed)
+    out = bytearray(data)
+    for _ in range(count):
+        out[rng.randrange(64, len(out))] = rng.randrange(256)
+    return bytes(out)
+
+
+def zeroed_middle(data: bytes) -> bytes:
+    third = len(data) // 3
+    return data[:third] + b"\0" * third + data[2 * third :]
+
+
+# name -> bytes of a video file (.mp4).
+VIDEO: dict[str, Callable[[], bytes]] = {
+    "mp4-valid": lambda: mp4_bytes(),
+    "mp4-no-audio": lambda: mp4_bytes(audio_layout=None),
+    "mp4-audio-only": lambda: mp4_bytes(video=False),
+    "mp4-audio-7.1": lambda: mp4_bytes(audio_layout="7.1"),
+    "mp4-truncated-half": lambda: mp4_bytes()[: len(mp4_bytes()) // 2],
+    "mp4-truncated-header": lambda: mp4_bytes()[:40],
+    "mp4-zeroed-middle": lambda: zeroed_middle(mp4_bytes()),
+    **{f"mp4-bit-flips-{seed}": (lambda seed=seed: bit_flips(mp4_bytes(), seed)) for seed in range(8)},
+}
+
 # name -> bytes of a media file (the case decides the file name and extension).
 MEDIA: dict[str, Callable[[], bytes]] = {
     "wav-mono": lambda: wav_bytes(1),
