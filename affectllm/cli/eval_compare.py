@@ -36,6 +36,10 @@ def read_run(path: str | Path) -> dict[str, Any]:
         data = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise InputError(file, f"not valid JSON ({exc.msg})", line=exc.lineno) from None
+    except UnicodeDecodeError as exc:
+        raise InputError(file, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        raise InputError(file, "JSON nested too deeply") from None
     if not isinstance(data, dict) or "primary" not in data or "task" not in data:
         raise InputError(file, "not an `eval run` metrics.json (no task/primary)")
     data["_path"] = str(path)

@@ -748,6 +748,45 @@ def eval_run_cases() -> Iterator[Case]:
         )
 
 
+def eval_compare_cases() -> Iterator[Case]:
+    metrics: dict[str, bytes] = {
+        "broken": b'{"task": ',
+        "deep": b"[" * 60000 + b"]" * 60000,
+        "latin1": '{"task": "caf\xe9"}'.encode("latin-1"),
+        "list": b"[1, 2, 3]",
+        "empty-object": b"{}",
+        "binary": I.random_bytes(700, 29),
+        "wrong-types": b'{"task": 5, "metrics": "high", "split": []}',
+    }
+    for kind, data in metrics.items():
+        yield Case(
+            f"eval-compare-metrics-{kind}",
+            "eval compare",
+            ["eval", "compare", "{d}/run"],
+            {"run/metrics.json": data},
+            expect="any" if kind == "empty-object" else "refuse",
+            names="metrics.json",
+        )
+    for kind in ("missing", "fifo", "dev-null", "symlink-loop"):
+        path = _special_argv(kind, "run")
+        files = {} if kind in ("missing", "dev-null") else {"run": f"@{kind}"}
+        yield Case(
+            f"eval-compare-run-{kind}",
+            "eval compare",
+            ["eval", "compare", path],
+            files,
+            names=path.replace("{d}/", ""),
+            timeout=20,
+        )
+    yield Case(
+        "eval-compare-empty-folder",
+        "eval compare",
+        ["eval", "compare", "{d}/run"],
+        {"run/.keep": b""},
+        names="run",
+    )
+
+
 def train_cases() -> Iterator[Case]:
     for argv in (["train", "--help"], ["train", "sft", "--help"], ["train", "grpo", "--help"]):
         yield Case("-".join(argv).replace("--", ""), "train", argv, {}, expect="accept")
@@ -782,6 +821,7 @@ GROUPS: dict[str, Callable[[], Iterator[Case]]] = {
     "predict": predict_cases,
     "chat": chat_cases,
     "eval run": eval_run_cases,
+    "eval compare": eval_compare_cases,
     "train": train_cases,
 }
 
