@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from affectllm.cli._options import add_quiet_option
 from affectllm.errors import InputError, MissingExtraError
 from affectllm.models import DEFAULT_ADAPTER_NAME
 
@@ -284,6 +285,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"context length per served name (llamacpp; default {LLAMACPP_DEFAULT_CTX})",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the engine command and exit")
+    add_quiet_option(parser)
     # Arguments after `--` are split off by affectllm.cli.main before parsing (PASSTHROUGH_COMMANDS), so
     # options typed after MODEL are still affectllm's own.
     parser.set_defaults(func=run, extra=[])
@@ -311,7 +313,12 @@ def run(args: argparse.Namespace) -> int:
         print(client_hint(plan), file=sys.stderr)
         return 0
     check_engine(plan.engine, getattr(args, "vllm_bin", None))
-    print(client_hint(plan), file=sys.stderr, flush=True)
+    if args.quiet:
+        if plan.engine == "llamacpp":
+            cut = plan.argv.index("--") if "--" in plan.argv else len(plan.argv)
+            plan.argv.insert(cut, "--quiet")
+    else:
+        print(client_hint(plan), file=sys.stderr, flush=True)
     sys.stdout.flush()
     # Become the engine: SIGTERM/SIGINT then reach it directly, and no child is left behind on the port.
     os.execvp(plan.argv[0], plan.argv)

@@ -14,6 +14,8 @@ import json
 import sys
 from typing import Any
 
+from affectllm.cli._options import add_quiet_option
+
 RECIPES_HINT = "the shipped recipes are train/recipes/<model>/<method>/*.yaml, e.g. train/recipes/gemma3-270m/sft/ov_mix.yaml"
 
 
@@ -50,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             help=text,
             description=f"{text}.\n\n{__doc__.split(chr(10) + chr(10), 1)[1]}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
-            usage=f"affectllm train {method} --config RECIPE.yaml [--dry-run] [--print-recipe] [--KEY [VALUE] ...]",
+            usage=f"affectllm train {method} --config RECIPE.yaml [--dry-run] [--print-recipe] [-q] [--KEY [VALUE] ...]",
         )
         sub.add_argument(
             "--config", "-c", metavar="RECIPE.yaml", help=f"the recipe (required; {RECIPES_HINT})"
@@ -61,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             help="build the training rows (output_dir/train_rows.jsonl) and print the counts; do not train",
         )
         sub.add_argument("--print-recipe", action="store_true", help="print the resolved recipe and exit")
+        add_quiet_option(sub)
         sub.set_defaults(func=run, overrides=[])
     parser.set_defaults(func=lambda args: (parser.print_help(), 0)[1])
 
