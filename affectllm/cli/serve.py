@@ -306,6 +306,9 @@ def run(args: argparse.Namespace) -> int:
     if args.engine == "llamacpp" and args.model and not args.model.endswith(".gguf"):
         raise InputError(args.model, "--engine llamacpp needs a .gguf model; use --engine vllm for HF models")
     plan = build_plan(args)
+    if args.quiet and plan.engine == "llamacpp":
+        cut = plan.argv.index("--") if "--" in plan.argv else len(plan.argv)
+        plan.argv.insert(cut, "--quiet")
     for warning in plan.warnings:
         print(f"affectllm serve: warning: {warning}", file=sys.stderr)
     if args.dry_run:
@@ -313,11 +316,7 @@ def run(args: argparse.Namespace) -> int:
         print(client_hint(plan), file=sys.stderr)
         return 0
     check_engine(plan.engine, getattr(args, "vllm_bin", None))
-    if args.quiet:
-        if plan.engine == "llamacpp":
-            cut = plan.argv.index("--") if "--" in plan.argv else len(plan.argv)
-            plan.argv.insert(cut, "--quiet")
-    else:
+    if not args.quiet:
         print(client_hint(plan), file=sys.stderr, flush=True)
     sys.stdout.flush()
     # Become the engine: SIGTERM/SIGINT then reach it directly, and no child is left behind on the port.
