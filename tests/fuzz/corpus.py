@@ -815,6 +815,12 @@ def train_cases() -> Iterator[Case]:
             )
 
 
+def models_cases() -> Iterator[Case]:
+    yield Case("models-list", "models", ["models", "list"], {}, expect="accept")
+    yield Case("models-no-subcommand", "models", ["models"], {}, expect="any")
+    yield Case("models-unknown", "models", ["models", "frobnicate"], {}, names="frobnicate")
+
+
 GROUPS: dict[str, Callable[[], Iterator[Case]]] = {
     "eval": eval_cases,
     "textualize": textualize_cases,
@@ -823,6 +829,7 @@ GROUPS: dict[str, Callable[[], Iterator[Case]]] = {
     "eval run": eval_run_cases,
     "eval compare": eval_compare_cases,
     "train": train_cases,
+    "models": models_cases,
 }
 
 
