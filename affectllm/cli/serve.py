@@ -221,11 +221,17 @@ def build_plan(args: argparse.Namespace) -> ServePlan:
         raise InputError(None, f"--adapter names must be unique, got {names}")
     extra = list(getattr(args, "extra", None) or [])
     if args.engine == "vllm":
-        if not args.model:
-            raise InputError(None, "--engine vllm needs a MODEL (a Hugging Face model directory or hub id)")
-        plan = vllm_plan(
-            args.model, adapters, args.host, args.port, extra, args.served_model_name, args.vllm_bin
-        )
+        model, served_name = args.model, args.served_model_name
+        if not model:
+            # The embedded Gemma, rebuilt once as a transformers directory, with its shipped PEFT adapter: the
+            # same two names as the llama.cpp engine serves.
+            from affectllm import models
+
+            model, served_name = str(models.ensure_gemma_hf()), served_name or DEFAULT_BASE_NAME
+            shipped = models.default_adapter("vllm")
+            if not adapters and not no_adapter and shipped is not None:
+                adapters = [(DEFAULT_ADAPTER_NAME, shipped)]
+        plan = vllm_plan(model, adapters, args.host, args.port, extra, served_name, args.vllm_bin)
     else:
         # --adapter none: the embedded model without its shipped adapter.
         chosen = adapters if (adapters or no_adapter) else None
