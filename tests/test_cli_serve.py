@@ -161,3 +161,15 @@ def test_vllm_without_a_model_serves_the_embedded_gemma_and_its_adapter_under_th
     shipped = default_adapter("vllm")
     if shipped is not None:
         assert _value(argv, "--lora-modules") == f"{DEFAULT_ADAPTER_NAME}={shipped.resolve()}"
+
+
+def test_a_port_in_use_is_a_clean_error_before_the_engine_starts(capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--engine", "llamacpp", "--adapter", "none", "--port", str(port)]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err

@@ -209,6 +209,21 @@ def check_port(port: int) -> None:
         raise InputError(None, f"--port {port}: a TCP port is a number from 1 to 65535")
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Say so before the engine spends its start-up (minutes for vLLM) and then fails to bind."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise InputError(
+                None, f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port"
+            ) from None
+
+
 def build_plan(args: argparse.Namespace) -> ServePlan:
     check_port(args.port)
     if args.n_ctx < 1:
@@ -322,6 +337,7 @@ def run(args: argparse.Namespace) -> int:
         print(client_hint(plan), file=sys.stderr)
         return 0
     check_engine(plan.engine, getattr(args, "vllm_bin", None))
+    check_port_free(args.host, args.port)
     if not args.quiet:
         print(client_hint(plan), file=sys.stderr, flush=True)
     sys.stdout.flush()
