@@ -15,9 +15,9 @@
   adapter are loaded once and stay loaded (the weights are one memory-mapped file, so each extra name costs
   its context, not another copy of the model); llama_cpp.server would reload on every switch.
 
-Memory: ``logits_all`` stays off (llama_cpp.server's default keeps an ``n_ctx`` × vocabulary float array —
-8192 × 262,144 × 4 bytes ≈ 8.6 GB for Gemma — only to return logprobs), so a request for ``logprobs`` is
-refused with 400. docs/serving.md gives the measured memory per context size.
+Memory: ``logits_all`` is off by default (llama_cpp.server's default keeps an ``n_ctx`` × vocabulary float
+array — 8192 × 262,144 × 4 bytes ≈ 8.6 GB for Gemma — only to return logprobs), so a request for ``logprobs``
+is refused with 400 unless the server was started with ``--logits_all true`` (after ``--``). docs/serving.md gives the measured memory per context size.
 """
 
 from __future__ import annotations
@@ -214,7 +214,9 @@ def _translate_response_format(value: Any) -> Any:
     )
 
 
-def check_request(path: str, body: dict[str, Any], served: Mapping[str, ServedModel]) -> dict[str, Any]:
+def check_request(
+    path: str, body: dict[str, Any], served: Mapping[str, ServedModel], logprobs: bool = False
+) -> dict[str, Any]:
     """Validate a completion request and rewrite it into what llama_cpp.server accepts."""
     model = body.get("model")
     if model is not None and model not in served:
@@ -233,9 +235,12 @@ def check_request(path: str, body: dict[str, Any], served: Mapping[str, ServedMo
         if body.get("max_tokens") is None:
             body["max_tokens"] = completion_tokens
     _check_positive_int(body, "max_tokens")
-    if body.get("logprobs") or body.get("top_logprobs"):
+    if not logprobs and (body.get("logprobs") or body.get("top_logprobs")):
         raise ClientError(
-            400, "this server does not return logprobs (it keeps no per-token logits)", param="logprobs"
+            400,
+            "this server does not return logprobs: it keeps no per-token logits (start it with "
+            "`affectllm serve -- --logits_all true`, which costs 1 MB per context token)",
+            param="logprobs",
         )
     if path == CHAT_PATH:
         body["messages"] = _check_messages(body.get("messages"))
@@ -294,9 +299,11 @@ class RequestGuard:
         app: ASGIApp,
         served: Mapping[str, ServedModel],
         grammar_ok: Callable[[str], bool] | None = None,
+        logprobs: bool = False,
     ) -> None:
         self.app = app
         self.served = served
+        self.logprobs = logprobs
         # llama.cpp aborts the whole process on a grammar it cannot parse, so grammars are tried here first.
         self.grammar_ok = grammar_ok
 
@@ -311,7 +318,8 @@ class RequestGuard:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         try:
             raw = await _read_body(receive)
-            body = check_request(scope["path"], decode_body(raw, headers.get("content-type")), self.served)
+            body = decode_body(raw, headers.get("content-type"))
+            body = check_request(scope["path"], body, self.served, self.logprobs)
             grammar = grammar_of(body)
             if grammar is not None and self.grammar_ok is not None and not self.grammar_ok(grammar):
                 raise ClientError(
@@ -420,16 +428,10 @@ def build_app(
     import llama_cpp.server.app as server_app
     from llama_cpp.server.settings import ModelSettings, ServerSettings
 
+    # Per-token logits only on request (`-- --logits_all true`): they cost n_ctx × vocabulary floats.
+    options = {"logits_all": False, "verbose": False, **dict(model_options or {})}
     settings = [
-        ModelSettings(
-            model=m.model_path,
-            model_alias=m.alias,
-            lora_path=m.lora_path,
-            n_ctx=n_ctx,
-            logits_all=False,
-            verbose=False,
-            **dict(model_options or {}),
-        )
+        ModelSettings(model=m.model_path, model_alias=m.alias, lora_path=m.lora_path, n_ctx=n_ctx, **options)
         for m in models
     ]
     # create_app builds its proxy from the module's LlamaProxy name; the resident one loads every model once.
@@ -437,7 +439,8 @@ def build_app(
     app = server_app.create_app(
         server_settings=ServerSettings(**dict(server_options or {})), model_settings=settings
     )
-    return RequestGuard(app, {m.alias: m for m in models}, _grammar_checker(server_app))
+    served = {m.alias: m for m in models}
+    return RequestGuard(app, served, _grammar_checker(server_app), logprobs=settings[0].logits_all)
 
 
 def _grammar_checker(server_app: Any) -> Callable[[str], bool]:

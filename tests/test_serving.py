@@ -160,3 +160,10 @@ def test_guard_answers_mistakes_itself_and_passes_the_rewritten_body_on():
     strict = TestClient(RequestGuard(app, SERVED, grammar_ok=lambda grammar: False))
     refused = strict.post(CHAT_PATH, json={"messages": USER, "grammar": 'root ::= "\\q"'})
     assert refused.status_code == 400 and "grammar" in refused.json()["error"]["message"]
+
+
+def test_logprobs_are_answered_only_by_a_server_that_keeps_logits():
+    pytest.importorskip("llama_cpp")
+    body = {"prompt": "I am so happy", "echo": True, "logprobs": 1, "max_tokens": 1}
+    assert "--logits_all true" in _refused(COMPLETION_PATH, body)
+    assert check_request(COMPLETION_PATH, body, SERVED, logprobs=True)["logprobs"] == 1
