@@ -265,6 +265,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="run an OpenAI-compatible server (vLLM with LoRA adapters, or llama.cpp on CPU)",
+        usage="affectllm serve [MODEL] [--adapter NAME=PATH ...] [--engine {vllm,llamacpp}] [--host HOST] "
+        "[--port PORT] [--dry-run] [-q] [... options below] [-- ENGINE_ARGS ...]",
         description=(
             "Start vLLM's OpenAI-compatible server (GPU; --enable-lora --lora-modules for each --adapter) or "
             "the llama.cpp server (CPU; with no MODEL: the embedded Gemma 3 270M, served as "
