@@ -44,6 +44,7 @@ class OpenAIBackend(Backend):
         audio: bool = False,
         json_schema: bool | str = "auto",
         concurrency: int = 4,
+        chat_template: str | None = None,
         **_: Any,
     ) -> None:
         openai = require("openai", "openai", "The OpenAI-compatible backend")
@@ -65,6 +66,9 @@ class OpenAIBackend(Backend):
         self.supports_audio = bool(audio)
         self._schema_mode = json_schema
         self.concurrency = max(1, int(concurrency))
+        # Only for likelihood scoring (affectllm.choice): the completions endpoint that returns prompt
+        # log-probabilities takes raw text, so the served model's chat template must be rendered here.
+        self.chat_template = chat_template
         # With vLLM, a LoRA adapter is served under its own model name (--lora-modules NAME=PATH).
         self.model_id = adapter or model or self._first_model()
 
@@ -171,8 +175,100 @@ class OpenAIBackend(Backend):
         if tail:
             yield tail
 
+    # ------------------------------------------------------------------ likelihood scoring (affectllm.choice)
+
+    def prompt_text(self, messages: Sequence[Message]) -> str:
+        from affectllm.backends.base import render_chat_template, scoring_unsupported
+
+        if not self.chat_template:
+            raise scoring_unsupported(
+                self.name,
+                "the server renders its chat template, but prompt log-probabilities come from the completions "
+                "endpoint, which takes raw text; pass the served model's template as chat_template",
+            )
+        return render_chat_template(self.chat_template, messages)
+
+    def complete(self, prompts: Sequence[str], config: GenerationConfig) -> list[str]:
+        def one(prompt: str) -> str:
+            req: dict[str, Any] = {
+                "model": self.model_id,
+                "prompt": prompt,
+                "max_tokens": config.max_new_tokens,
+                "temperature": config.temperature,
+                "top_p": config.top_p,
+            }
+            if config.stop:
+                req["stop"] = list(config.stop)[:4]
+            if config.seed is not None:
+                req["seed"] = int(config.seed)
+            try:
+                response = self.client.completions.create(**req)
+            except self._openai.APIError as exc:
+                raise self._connection_error(exc) from exc
+            return apply_stops(response.choices[0].text or "", config.stop)
+
+        if len(prompts) <= 1 or self.concurrency == 1:
+            return [one(p) for p in prompts]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts))) as pool:
+            return list(pool.map(one, prompts))
+
+    def continuation_logprobs(
+        self, prompts: Sequence[str], continuations: Sequence[str]
+    ) -> list[list[list[float]]]:
+        """Completions requests with ``echo`` and ``logprobs`` for each prompt + continuation (vLLM and
+        llama-cpp-python's server answer them; OpenAI documents the fields), one text per request because
+        llama-cpp-python's server takes no more. The server tokenizes each text as a whole, so the
+        continuation's tokens are found by their character offsets; a token that straddles the prompt's end
+        counts for the continuation."""
+        from affectllm.backends.base import scoring_unsupported
+
+        def one(prompt: str, continuation: str) -> list[float]:
+            text = prompt + continuation
+            try:
+                # max_tokens=1: servers differ on 0 (llama-cpp-python reads it as "no limit").
+                response = self.client.completions.create(
+                    model=self.model_id, prompt=text, echo=True, logprobs=1, max_tokens=1, temperature=0.0
+                )
+            except (self._openai.BadRequestError, self._openai.InternalServerError) as exc:
+                raise scoring_unsupported(
+                    self.name, f"{self.base_url} refused prompt log-probabilities ({exc})"
+                ) from exc
+            except self._openai.APIError as exc:
+                raise self._connection_error(exc) from exc
+            return _echoed_logprobs(response.choices[0], text, len(prompt), self.base_url)
+
+        pairs = [(p, c) for p in prompts for c in continuations]
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(pairs))) as pool:
+            flat = list(pool.map(lambda pair: one(*pair), pairs))
+        n = len(continuations)
+        return [flat[i : i + n] for i in range(0, len(flat), n)]
+
     def close(self) -> None:
         self.client.close()
+
+
+def _echoed_logprobs(choice: Any, text: str, start: int, server: str) -> list[float]:
+    """The log-probabilities of the tokens of ``text[start:]`` in an echoed completion choice."""
+    from affectllm.backends.base import scoring_unsupported
+
+    logprobs = getattr(choice, "logprobs", None)
+    offsets = list(getattr(logprobs, "text_offset", None) or [])
+    values = list(getattr(logprobs, "token_logprobs", None) or [])
+    # A server without echo support returns the generated token's log-probability alone (llama.cpp's
+    # llama-server does): the prompt's tokens must be there, from offset 0.
+    if (
+        not offsets
+        or len(offsets) != len(values)
+        or offsets[0] != 0
+        or not (choice.text or "").startswith(text)
+    ):
+        raise scoring_unsupported("openai", f"{server} does not return the prompt's log-probabilities (echo)")
+    first = max(i for i, offset in enumerate(offsets) if offset <= start)
+    end = next((i for i, offset in enumerate(offsets) if offset >= len(text)), len(offsets))
+    picked = values[first:end]
+    if not picked or any(v is None for v in picked):
+        raise scoring_unsupported("openai", f"{server} returned no log-probability for a scored token")
+    return [float(v) for v in picked]
 
 
 def _is_local(url: str) -> bool:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from affectllm.backends.base import Backend, GenerationConfig, Message
+from affectllm.backends.base import Backend, GenerationConfig, Message, text_only
 from affectllm.backends.media_parts import openai_messages
 from affectllm.errors import InputError, require
 
@@ -94,6 +94,62 @@ class VLLMBackend(Backend):
             use_tqdm=False,
         )
         return [o.outputs[0].text for o in outputs]
+
+    # ---------------------------------------------------------------- likelihood scoring (affectllm.choice)
+    # Written against vLLM's documented offline API (``LLM.generate`` with ``{"prompt_token_ids": ...}`` prompts,
+    # ``SamplingParams(prompt_logprobs=k)`` giving ``RequestOutput.prompt_logprobs``: one ``{token_id: Logprob}``
+    # per prompt token, ``None`` first); it cannot run on the CPU machines the tests use.
+
+    def prompt_text(self, messages: Sequence[Message]) -> str:
+        from affectllm.prompting import build_prompt_text
+
+        tokenizer = self.llm.get_tokenizer()
+        plain = text_only(messages)
+        if self.chat_template:
+            return tokenizer.apply_chat_template(
+                plain, chat_template=self.chat_template, tokenize=False, add_generation_prompt=True
+            )
+        return build_prompt_text(plain, tokenizer if getattr(tokenizer, "chat_template", None) else None)
+
+    def _prompt(self, text: str) -> dict[str, list[int]]:
+        # Token ids, so no engine adds a second BOS to a template that writes one (the plain fallback has none).
+        tokenizer = self.llm.get_tokenizer()
+        templated = bool(self.chat_template or getattr(tokenizer, "chat_template", None))
+        return {"prompt_token_ids": list(tokenizer.encode(text, add_special_tokens=not templated))}
+
+    def complete(self, prompts: Sequence[str], config: GenerationConfig) -> list[str]:
+        outputs = self.llm.generate(
+            [self._prompt(p) for p in prompts],
+            sampling_params=self.sampling_params(config),
+            lora_request=self._lora,
+            use_tqdm=False,
+        )
+        return [o.outputs[0].text for o in outputs]
+
+    def continuation_logprobs(
+        self, prompts: Sequence[str], continuations: Sequence[str]
+    ) -> list[list[list[float]]]:
+        """All prompt x continuation sequences in one ``generate`` call with prompt log-probabilities
+        (vLLM's prefix cache shares the prompt's KV blocks between a prompt's candidates where it can)."""
+        tokenizer = self.llm.get_tokenizer()
+        candidates = [list(tokenizer.encode(c, add_special_tokens=False)) for c in continuations]
+        if any(not ids for ids in candidates):
+            raise ValueError("a continuation to score has no tokens")
+        requests, spans = [], []
+        for prompt in prompts:
+            ids = self._prompt(prompt)["prompt_token_ids"]
+            for candidate in candidates:
+                requests.append({"prompt_token_ids": ids + candidate})
+                spans.append((len(ids), candidate))
+        # prompt_logprobs=1: each position's entry holds the actual prompt token besides the top one.
+        params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
+        outputs = self.llm.generate(requests, sampling_params=params, lora_request=self._lora, use_tqdm=False)
+        flat = [
+            [float(out.prompt_logprobs[start + j][token].logprob) for j, token in enumerate(candidate)]
+            for out, (start, candidate) in zip(outputs, spans, strict=True)
+        ]
+        n = len(continuations)
+        return [flat[i : i + n] for i in range(0, len(flat), n)]
 
     def close(self) -> None:
         self.llm = None
