@@ -48,7 +48,9 @@ PANDAS_NA_VALUES = frozenset(
 )
 
 # Label columns tried, in order, when none is named: predictions use "labels", OV-MERD gold uses "openset".
-DEFAULT_LABEL_COLUMNS = ("labels", "openset")
+DEFAULT_LABEL_COLUMNS = ("labels", "emotions", "openset")
+# The id of a JSONL record: "id" in every file affectllm writes; "name" in OV-MER's own files and older outputs.
+RECORD_ID_KEYS = ("id", "name")
 
 
 def split_label_string(text: str) -> list[str]:
@@ -211,14 +213,22 @@ def _read_jsonl(path: Path, text: str, label_column: str | None, result: dict, l
             raise InputError(path, "JSON nested too deeply", line) from None
         if not isinstance(record, dict):
             raise InputError(path, f"expected a JSON object, found {type(record).__name__}", line)
-        if "name" not in record:
-            raise InputError(path, f"no 'name' key; keys are {sorted(record)}", line)
+        id_key = next((k for k in RECORD_ID_KEYS if k in record), None)
+        if id_key is None:
+            raise InputError(path, f"no 'id' (or 'name') key; keys are {sorted(record)}", line)
+        if isinstance(record.get("prediction"), dict) and "emotions" not in record:
+            raise InputError(
+                path,
+                "an `eval run` predictions file from affectllm < 0.2 (answer nested under 'prediction'); "
+                "convert it with: python -m affectllm.records upgrade FILE",
+                line,
+            )
         key = _choose_column(path, list(record), label_column, line)
         try:
             labels = parse_label_list(record[key])
         except ValueError as exc:
             raise InputError(path, f"unparsable label list in {key!r}: {exc}", line) from None
-        name = record["name"]
+        name = record[id_key]
         if not isinstance(name, (str, int)) or isinstance(name, bool):
-            raise InputError(path, f"'name' must be a string, found {name!r}", line)
+            raise InputError(path, f"{id_key!r} must be a string, found {name!r}", line)
         _add(result, lines, path, str(name), labels, line)

@@ -22,8 +22,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from affectllm.schema import Clip, Cue, Prediction, RationaleItem, normalize_modality
-from affectllm.textualize.render import assign_ids, cue_line, format_time
+from affectllm.schema import CUE_ID_PATTERN, Clip, Cue, Prediction, RationaleItem, normalize_modality
+from affectllm.textualize.render import cue_line, format_time
 
 MAX_EMOTIONS = 12
 MAX_EMOTION_WORDS = 4
@@ -41,8 +41,8 @@ _TURN_END_RE = re.compile(
 _EMPTY_FENCE_RE = re.compile(r"```\w*\s*```")
 _TAG_RE = re.compile(r"</?\s*(?:think|answer)\s*>", re.I)
 _FENCE_RE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)(?:```|\Z)", re.S)
-_CUE_ID_RE = re.compile(r"(?<![A-Za-z0-9])([AFSL])(\d{1,3})(?![A-Za-z0-9])")
-_BRACKET_ID_RE = re.compile(r"[\[(]\s*([AFSL]\d{1,3}(?:\s*[,;/]\s*[AFSL]\d{1,3})*)\s*[\])]")
+_CUE_ID_RE = re.compile(rf"(?<![A-Za-z0-9])(?:{CUE_ID_PATTERN})(?![A-Za-z0-9])")
+_BRACKET_ID_RE = re.compile(rf"[\[(]\s*((?:{CUE_ID_PATTERN})(?:\s*[,;/]\s*(?:{CUE_ID_PATTERN}))*)\s*[\])]")
 _EMOTION_LINE_RE = re.compile(
     r"^\W*(?:final\s+)?(?:predicted\s+)?(?:emotion(?:al)?\s+|emotion-)?(emotions?|labels?|feelings?|states?|answer)\W{0,3}\s*"
     r"(?:\([^)]*\))?\s*[:=\-–]\s*(.*)$",
@@ -60,8 +60,9 @@ _RATIONALE_KEYS = ("rationale", "evidence", "reasons", "cues", "reasoning")
 def _cue_table(clip: Clip | Sequence[Cue] | None) -> dict[str, tuple[str, Cue]]:
     if clip is None:
         return {}
-    cues = clip.cues if isinstance(clip, Clip) else list(clip)
-    return {cid.upper(): (cid, cue) for cid, cue in assign_ids(cues)}
+    # The clip's own evidence list: the same ids the prompt showed (what was said included, as L1).
+    clip = clip if isinstance(clip, Clip) else Clip("", list(clip))
+    return {e.id.upper(): (e.id, e.cue) for e in clip.evidence()}
 
 
 class _StringScanner:

@@ -13,21 +13,22 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from affectllm.errors import InputError
 from affectllm.resources import asset_dir
-from affectllm.schema import LINGUISTIC, Clip, Cue, RationaleItem, normalize_modality
-from affectllm.textualize.render import assign_ids, format_time, render_cues
+from affectllm.schema import CUE_ID_PATTERN, LINGUISTIC, Clip, Cue, Media, RationaleItem, normalize_modality
+from affectllm.settings import PromptSettings
+from affectllm.textualize.render import format_time, render_cues
 
 # Tasks and the template each uses unless ``template=`` names another.
 DEFAULT_TEMPLATES: dict[str, str] = {
-    "ov": "ov_rationale.v2",
-    "closed": "closed_set.v2",
-    "chat": "chat_followup.v1",
+    "ov": "ov_rationale.v3",
+    "closed": "closed_set.v3",
+    "chat": "chat_followup.v2",
 }
 TASK_ALIASES: dict[str, str] = {
     "ov": "ov",
@@ -361,8 +362,9 @@ def select_examples(
 def _cue_index(clip: Clip | Sequence[Cue] | None) -> dict[str, Cue]:
     if clip is None:
         return {}
-    cues = clip.cues if isinstance(clip, Clip) else list(clip)
-    return {cid.upper(): cue for cid, cue in assign_ids(cues)}
+    if not isinstance(clip, Clip):
+        clip = Clip("", list(clip))
+    return {e.id.upper(): e.cue for e in clip.evidence()}
 
 
 def _rationale_dict(item: RationaleItem | dict[str, Any], cues: dict[str, Cue]) -> dict[str, Any]:
@@ -445,7 +447,7 @@ def answer_json_schema(labels: Sequence[str] | None = None, max_emotions: int = 
                 "items": {
                     "type": "object",
                     "properties": {
-                        "id": {"type": "string", "pattern": "^[AFSL][0-9]{1,3}$"},
+                        "id": {"type": "string", "pattern": f"^{CUE_ID_PATTERN}$"},
                         "cue": {"type": "string"},
                         "modality": {"type": "string"},
                         "time": {"type": "string"},
@@ -463,31 +465,15 @@ def answer_json_schema(labels: Sequence[str] | None = None, max_emotions: int = 
 # ------------------------------------------------------------------------------------------------ messages
 
 
-def _normalize_context(context: Iterable[Any] | None) -> list[dict[str, str]]:
-    """Dialogue context as ``[{"speaker", "text"}]``; accepts dicts with speaker/role and text/content, or strings."""
-    turns: list[dict[str, str]] = []
-    for i, turn in enumerate(context or []):
-        if isinstance(turn, str):
-            turns.append({"speaker": "Speaker", "text": turn})
-        elif isinstance(turn, dict):
-            speaker = turn.get("speaker") or turn.get("role") or turn.get("name") or "Speaker"
-            text = turn.get("text", turn.get("content", turn.get("utterance", "")))
-            turns.append({"speaker": str(speaker), "text": str(text)})
-        else:
-            raise ValueError(f"context turn {i + 1} must be a string or a mapping, not {type(turn).__name__}")
-    return turns
-
-
-def _media_parts(media: dict[str, Any] | None) -> tuple[list[dict[str, Any]], str]:
-    """Content parts for images/audio (transformers-processor style; each backend converts them), plus a line
+def _media_parts(media: Media | None) -> tuple[list[dict[str, Any]], str]:
+    """Content parts for frames/audio (transformers-processor style; each backend converts them), plus a line
     telling the model what the parts are."""
     if not media:
         return [], ""
     parts: list[dict[str, Any]] = []
     notes: list[str] = []
-    images = media.get("images") or media.get("frames") or []
     times: list[str] = []
-    for img in images:
+    for img in media.frames:
         if hasattr(img, "image") and hasattr(img, "time"):  # affectllm.media.Frame
             times.append(f"{float(img.time):.1f}s")
             img = img.image
@@ -499,22 +485,21 @@ def _media_parts(media: dict[str, Any] | None) -> tuple[list[dict[str, Any]], st
                 parts.append({"type": "image", "path": s})
         else:
             parts.append({"type": "image", "image": img})
-    if images:
+    if media.frames:
+        n = len(media.frames)
         notes.append(
-            f"{len(images)} key frame{'s' if len(images) != 1 else ''} from the clip"
+            f"{n} key frame{'s' if n != 1 else ''} from the clip"
             + (f" (at {', '.join(times)})" if times else "")
             + " are attached."
         )
-    audio = media.get("audio")
+    audio = media.audio
     if audio is not None:
         if hasattr(audio, "samples") and hasattr(audio, "sample_rate"):  # affectllm.media.AudioData
             parts.append({"type": "audio", "audio": audio.samples, "sampling_rate": int(audio.sample_rate)})
         elif isinstance(audio, (str, Path)):
             parts.append({"type": "audio", "path": str(audio)})
         else:
-            parts.append(
-                {"type": "audio", "audio": audio, "sampling_rate": int(media.get("sampling_rate", 16000))}
-            )
+            parts.append({"type": "audio", "audio": audio, "sampling_rate": int(media.sampling_rate)})
         notes.append("The clip's audio is attached.")
     return parts, " ".join(notes)
 
@@ -525,99 +510,91 @@ def _with_parts(text: str, parts: list[dict[str, Any]]) -> str | list[dict[str, 
 
 def _render_user(
     tpl: PromptTemplate,
-    clip: Clip | None,
-    transcript: str | None,
-    context: list[dict[str, str]],
-    labels: Sequence[str] | None,
+    clip: Clip,
+    settings: PromptSettings,
     question: str | None,
-    modalities: Iterable[str] | None,
-    max_cue_tokens: int | None,
-    speaker: str | None = None,
     media_note: str = "",
 ) -> str:
-    wanted = None if modalities is None else {normalize_modality(m) for m in modalities}
-    if clip is not None:
-        cues = render_cues(clip, modalities=wanted, max_tokens=max_cue_tokens)
-        clip_id = clip.clip_id
-        if transcript is None:
-            transcript = clip.transcript
-    else:
-        cues, clip_id = "No non-verbal evidence was extracted for this clip.", "(none)"
-    # Leaving out the linguistic modality (ablation) also hides the transcript.
-    if wanted is not None and LINGUISTIC not in wanted:
-        transcript = None
+    cues = render_cues(clip, modalities=settings.modalities, max_tokens=settings.max_cue_tokens)
+    shows_words = settings.modalities is None or LINGUISTIC in settings.modalities
     if media_note:
         cues = f"{cues}\n{media_note}"
     text = _compiled(tpl.user).render(
-        clip_id=clip_id,
+        clip_id=clip.clip_id,
         cues=cues,
-        transcript=(transcript or "").strip() or None,
-        context=context,
-        labels=list(labels or []),
+        # Templates before v3 repeated the transcript after the evidence; v3 shows it once, as a citable line.
+        transcript=(clip.transcript or "").strip() or None if shows_words else None,
+        context=clip.context if shows_words else [],
+        labels=list(settings.labels),
         question=question,
-        speaker=speaker,
+        speaker=clip.speaker if shows_words else None,
         task=tpl.task,
     )
     return text.strip()
 
 
+def resolve_settings(settings: PromptSettings | None = None, **options: Any) -> PromptSettings:
+    """``settings`` with ``options`` applied (keyword names of :class:`PromptSettings`; unknown names refused)."""
+    if settings is None:
+        return PromptSettings.from_options(**options)
+    if options:
+        PromptSettings.from_options(**{**{"labels": settings.labels, "task": settings.task}, **options})
+        return settings.replace(**options)
+    return settings
+
+
 def build_messages(
-    clip: Clip | None,
-    task: str = "ov",
-    transcript: str | None = None,
-    context: list[dict[str, Any]] | None = None,
-    labels: list[str] | None = None,
-    few_shot: bool | int = False,
-    modalities: Iterable[str] | None = None,
-    max_cue_tokens: int | None = None,
-    media: dict[str, Any] | None = None,
-    template: str | None = None,
+    clip: Clip,
+    settings: PromptSettings | None = None,
+    *,
     question: str | None = None,
     history: list[dict[str, Any]] | None = None,
-    speaker: str | None = None,
+    media: Media | None = None,
+    **options: Any,
 ) -> list[dict[str, Any]]:
     """Chat messages for one clip: a system turn, optional few-shot turns, and the user turn with the evidence.
 
-    - ``transcript`` overrides ``clip.transcript``; ``context`` is the dialogue before the clip
-      (``[{"speaker", "text"}]``); ``labels`` is the closed label set (required for ``task="closed"``).
-    - ``few_shot``: ``True`` uses the template's default number of examples, an int that many.
-    - ``modalities`` shows only those cue modalities (ids stay stable); ``max_cue_tokens`` caps the cue block.
-    - ``media={"images": [...], "audio": ...}`` attaches frames (paths, URLs, PIL images or ``Frame``s) and audio
-      (a path, an ``AudioData`` or an array) as content parts for multimodal backbones.
-    - ``question`` replaces the template's default question; for ``task="chat"``, ``history`` holds the chat so
-      far (``[{"role", "content"}]`` without the evidence), which is attached to its first user turn.
+    Every caller — chat, predict, eval run, the SFT/GRPO data builders, the benches — comes here with a clip from
+    :func:`affectllm.clips.clip_from_row` and one :class:`~affectllm.settings.PromptSettings` (``options`` are
+    that object's fields, for quick calls). What is shown comes from the clip: its evidence lines (the
+    transcript is one of them, citable as ``L1``), its speaker and its dialogue context.
+
+    - ``media`` attaches frames and audio as content parts for multimodal backbones.
+    - ``question`` replaces the settings' and the template's default question; for ``task="chat"``,
+      ``history`` holds the chat so far (``[{"role", "content"}]`` without the evidence), whose first user turn
+      carries the evidence.
     """
-    task = normalize_task(task)
-    tpl = load_template(template, task)
-    if tpl.task == "closed" and not labels:
+    settings = resolve_settings(settings, **options)
+    tpl = load_template(settings.template, settings.task)
+    if tpl.task == "closed" and not settings.labels:
         raise ValueError("task 'closed' needs the label set (labels=[...])")
-    turns = _normalize_context(context)
     contract = CLOSED_CONTRACT_TEXT if tpl.task == "closed" else CONTRACT_TEXT
-    system = _compiled(tpl.system).render(labels=list(labels or []), contract=contract, task=tpl.task)
+    system = _compiled(tpl.system).render(labels=list(settings.labels), contract=contract, task=tpl.task)
     messages: list[dict[str, Any]] = [{"role": "system", "content": system.strip()}]
 
-    n_shots = tpl.few_shot_examples if few_shot is True else int(few_shot or 0)
+    n_shots = tpl.few_shot_examples if settings.few_shot < 0 else settings.few_shot
     if n_shots > 0:
-        for example, target in select_examples(tpl.task, labels, n_shots, clip=clip):
-            user = _render_user(
-                tpl, example.clip, None, example.context, labels, None, modalities, max_cue_tokens
+        for example, target in select_examples(tpl.task, settings.labels, n_shots, clip=clip):
+            shot = Clip(
+                example.clip.clip_id,
+                example.clip.cues,
+                transcript=example.clip.transcript,
+                context=example.context,
             )
+            messages.append({"role": "user", "content": _render_user(tpl, shot, settings, None)})
             answer = format_answer(
-                target, example.rationale, tpl.task, example.confidence, example.think, example.clip
+                target, example.rationale, tpl.task, example.confidence, example.think, shot
             )
-            messages.append({"role": "user", "content": user})
             messages.append({"role": "assistant", "content": answer})
 
     parts, note = _media_parts(media)
     history = [dict(m) for m in history or []]
-    first_question = question
+    first_question = question or settings.question
     if tpl.task == "chat" and history:
         if history[0].get("role") != "user":
             raise ValueError("chat history must start with a user turn")
         first_question = str(history[0].get("content", ""))
-    user = _render_user(
-        tpl, clip, transcript, turns, labels, first_question, modalities, max_cue_tokens, speaker, note
-    )
+    user = _render_user(tpl, clip, settings, first_question, note)
     messages.append({"role": "user", "content": _with_parts(user, parts)})
     if tpl.task == "chat" and history:
         messages.extend(history[1:])
@@ -679,5 +656,6 @@ __all__ = [
     "load_template",
     "message_text",
     "normalize_task",
+    "resolve_settings",
     "select_examples",
 ]

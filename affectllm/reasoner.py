@@ -17,7 +17,8 @@ from typing import Any
 
 from affectllm.backends.base import Backend, GenerationConfig, Message
 from affectllm.errors import InputError
-from affectllm.schema import Clip, Prediction
+from affectllm.schema import Clip, Media, Prediction
+from affectllm.settings import PromptSettings
 
 DEFAULT_MAX_NEW_TOKENS = 384
 
@@ -36,97 +37,94 @@ def default_generation(
 
 
 class EmotionReasoner:
-    """Answer emotion questions about clips with one backend and one task's prompt settings.
+    """Answer emotion questions about clips with one backend and one set of prompt settings.
 
-    ``few_shot=None`` means "no examples": callers that run the *base* embedded model (``load_reasoner``
-    decides) turn it on, because a base model only follows the answer contract after seeing it.
-    ``modalities`` and ``max_cue_tokens`` select and cap the evidence shown, as in ``render_cues``.
+    ``settings`` (a frozen :class:`~affectllm.settings.PromptSettings`) decides the messages exactly as the
+    training data builders do; ``snap_labels`` maps a closed-set answer onto the label set (tasks that score the
+    model's own word turn it off). Frames and audio go only to backbones that accept them.
     """
 
     def __init__(
         self,
         backend: Backend,
-        task: str = "ov",
+        settings: PromptSettings | None = None,
         generation: GenerationConfig | None = None,
-        few_shot: bool | None = None,
-        labels: Sequence[str] | None = None,
-        modalities: Sequence[str] | None = None,
-        max_cue_tokens: int | None = None,
-        template: str | None = None,
+        snap_labels: bool = True,
         send_media: bool | None = None,
+        num_frames: int = 4,
     ) -> None:
-        if task == "closed" and not labels:
-            raise InputError(None, "task 'closed' needs the label set (labels=[...])")
         self.backend = backend
-        self.task = task
-        self.generation = generation or default_generation(task)
-        self.few_shot = bool(few_shot)
-        self.labels = list(labels) if labels else None
-        self.modalities = list(modalities) if modalities else None
-        self.max_cue_tokens = max_cue_tokens
-        self.template = template
-        # Frames/audio only go to backbones that accept them; text-only models get the cue text alone.
+        self.settings = settings or PromptSettings()
+        self.generation = generation or default_generation(self.settings.task)
+        self.snap_labels = snap_labels
+        self.num_frames = num_frames
         self.send_media = (
             bool(getattr(backend, "supports_images", False) or getattr(backend, "supports_audio", False))
             if send_media is None
             else send_media
         )
 
+    @property
+    def task(self) -> str:
+        return self.settings.task
+
+    @property
+    def labels(self) -> list[str] | None:
+        return list(self.settings.labels) or None
+
     # -- prompts ---------------------------------------------------------------------------------------
-    def messages(
-        self,
-        clip: Clip,
-        question: str | None = None,
-        context: list[dict] | None = None,
-        task: str | None = None,
-    ) -> list[Message]:
-        """The chat messages for one clip (the same builder training data uses)."""
+    def messages(self, clip: Clip, question: str | None = None) -> list[Message]:
+        """The chat messages for one clip (the builder training data uses, with the same settings object)."""
         from affectllm.prompting import build_messages
 
-        media = self._media(clip) if self.send_media else None
-        return build_messages(
-            clip,
-            task=task or self.task,
-            transcript=clip.transcript,
-            context=context,
-            labels=self.labels,
-            few_shot=self.few_shot,
-            modalities=self.modalities,
-            max_cue_tokens=self.max_cue_tokens,
-            media=media,
-            template=self.template,
-            question=question,
-        )
+        media = self.media(clip) if self.send_media else None
+        return build_messages(clip, self.settings, question=question, media=media)
 
-    def _media(self, clip: Clip) -> dict[str, Any] | None:
-        if not clip.media or not Path(clip.media).exists():
+    def media(self, clip: Clip) -> Media | None:
+        """Key frames and audio of the clip's media file, for the kinds of input the backend accepts."""
+        if not clip.media or not Path(clip.media).is_file():
             return None
-        media: dict[str, Any] = {"path": clip.media}
-        if getattr(self.backend, "supports_images", False):
-            media["video"] = clip.media
+        from affectllm import media as decode
+
+        frames: tuple = ()
+        audio = None
+        is_video = decode.probe(clip.media).has_video
+        if getattr(self.backend, "supports_images", False) and is_video:
+            frames = tuple(decode.sample_frames(clip.media, num_frames=self.num_frames, max_side=448))
         if getattr(self.backend, "supports_audio", False):
-            media["audio"] = clip.media
-        return media
+            audio = decode.load_audio(clip.media)
+        media = Media(frames=frames, audio=audio)
+        return media if media else None
 
     def parse(self, text: str, clip: Clip | None = None) -> Prediction:
         from affectllm.parsing import parse_answer
 
-        return parse_answer(text, clip=clip, labels=self.labels)
+        return parse_answer(text, clip=clip, labels=self.labels if self.snap_labels else None)
 
     # -- inference -------------------------------------------------------------------------------------
-    def predict(
-        self, clip: Clip, question: str | None = None, context: list[dict] | None = None
-    ) -> Prediction:
+    def predict(self, clip: Clip, question: str | None = None) -> Prediction:
         """One clip → one parsed Prediction (``raw`` keeps the model text)."""
-        text = self.backend.generate([self.messages(clip, question, context)], self.generation)[0]
-        return self.parse(text, clip)
+        return self._answer([clip], [self.messages(clip, question)])[0]
+
+    def _answer(self, clips: Sequence[Clip], conversations: list[list[Message]]) -> list[Prediction]:
+        if self.settings.task == "closed" and self.settings.closed_decoding == "likelihood":
+            from affectllm.choice import choose_labels
+
+            choices = choose_labels(self.backend, conversations, list(self.settings.labels), self.generation)
+            out = []
+            for clip, choice in zip(clips, choices, strict=True):
+                pred = self.parse(choice.answer_text, clip)
+                pred.label_scores = dict(choice.calibrated or choice.scores)
+                out.append(pred)
+            return out
+        texts = self.backend.generate(conversations, self.generation)
+        return [self.parse(text, clip) for clip, text in zip(clips, texts, strict=True)]
 
     def predict_batch(
         self,
         clips: Sequence[Clip],
         batch_size: int = 8,
         questions: Sequence[str | None] | None = None,
-        contexts: Sequence[list[dict] | None] | None = None,
         return_exceptions: bool = False,
     ) -> list[Prediction | Exception]:
         """Predictions for many clips, ``batch_size`` conversations per backend call.
@@ -138,27 +136,23 @@ class EmotionReasoner:
             raise ValueError("batch_size must be at least 1")
         n = len(clips)
         questions = list(questions) if questions is not None else [None] * n
-        contexts = list(contexts) if contexts is not None else [None] * n
-        if len(questions) != n or len(contexts) != n:
-            raise ValueError("questions and contexts must have one entry per clip")
+        if len(questions) != n:
+            raise ValueError("questions must have one entry per clip")
         out: list[Prediction | Exception] = []
         for start in range(0, n, batch_size):
             idx = range(start, min(n, start + batch_size))
-            out.extend(self._run_batch([clips[i] for i in idx], [questions[i] for i in idx],
-                                       [contexts[i] for i in idx], return_exceptions))  # fmt: skip
+            out.extend(
+                self._run_batch([clips[i] for i in idx], [questions[i] for i in idx], return_exceptions)
+            )
         return out
 
     def _run_batch(
-        self,
-        clips: list[Clip],
-        questions: list[str | None],
-        contexts: list[list[dict] | None],
-        return_exceptions: bool,
+        self, clips: list[Clip], questions: list[str | None], return_exceptions: bool
     ) -> list[Prediction | Exception]:
         prompts: list[list[Message] | Exception] = []
-        for clip, q, ctx in zip(clips, questions, contexts, strict=True):
+        for clip, q in zip(clips, questions, strict=True):
             try:
-                prompts.append(self.messages(clip, q, ctx))
+                prompts.append(self.messages(clip, q))
             except Exception as exc:
                 if not return_exceptions:
                     raise
@@ -170,7 +164,7 @@ class EmotionReasoner:
         if not ready:
             return results
         try:
-            texts = self.backend.generate([prompts[i] for i in ready], self.generation)  # type: ignore[misc]
+            answers = self._answer([clips[i] for i in ready], [prompts[i] for i in ready])  # type: ignore[misc]
         except Exception as exc:
             if not return_exceptions:
                 raise
@@ -180,18 +174,46 @@ class EmotionReasoner:
             # Find the culprit: retry one conversation at a time.
             for i in ready:
                 try:
-                    text = self.backend.generate([prompts[i]], self.generation)[0]  # type: ignore[list-item]
-                    results[i] = self.parse(text, clips[i])
+                    results[i] = self._answer([clips[i]], [prompts[i]])[0]  # type: ignore[list-item]
                 except Exception as item_exc:
                     results[i] = item_exc
             return results
-        for i, text in zip(ready, texts, strict=True):
-            results[i] = self.parse(text, clips[i])
+        for i, pred in zip(ready, answers, strict=True):
+            results[i] = pred
         return results
 
-    def chat(self, clip: Clip, context: list[dict] | None = None) -> ChatSession:
+    def chat(self, clip: Clip) -> ChatSession:
         """A conversation about ``clip`` that keeps its history for follow-up questions."""
-        return ChatSession(self, clip, context)
+        return ChatSession(self, clip)
+
+
+# The question a first turn without one asks, as the templates word it (kept in the follow-up history).
+_DEFAULT_QUESTIONS = {
+    "ov": "Which emotions does the speaker show, and which evidence supports them?",
+    "closed": "Which label fits best?",
+}
+
+
+def follow_up_messages(
+    clip: Clip,
+    settings: PromptSettings,
+    exchanges: list[Message],
+    question: str,
+    media: Media | None = None,
+) -> list[Message]:
+    """The messages of a follow-up question: the ``chat`` prompt over the same clip and evidence, with the
+    conversation so far (``[user, assistant, ...]``, first user turn = the first question). Inference and the
+    follow-up training rows both build them here."""
+    from affectllm.prompting import build_messages
+
+    chat = settings.replace(task="chat", template=None, labels=(), few_shot=0, question=None)
+    return build_messages(clip, chat, history=exchanges, question=question, media=media)
+
+
+def parse_chat_reply(text: str, clip: Clip | None = None) -> Prediction:
+    from affectllm.parsing import parse_answer
+
+    return parse_answer(text, clip=clip, labels=None)
 
 
 @dataclass
@@ -200,6 +222,8 @@ class Turn:
     content: str
     prediction: Prediction | None = None
     seconds: float | None = None
+    # For a user turn: the question as the model saw it (the default question when the person asked none).
+    asked: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"role": self.role, "content": self.content}
@@ -214,15 +238,15 @@ class Turn:
 class ChatSession:
     """A multi-turn conversation about one clip.
 
-    The first turn carries the evidence (the task's prompt, with the person's question in place of the
-    default one); later turns are plain user messages appended to the history, so the model sees the evidence
-    and its earlier answers. Every assistant turn is parsed, so ``last_prediction`` always holds the newest
-    emotions and cited cues.
+    The first turn asks the reasoner's task (for ``ov``/``closed`` the structured answer contract, with the
+    person's question in place of the default one). Follow-up questions switch to the ``chat`` prompt: the
+    same evidence, the conversation so far, and an instruction to answer in prose that cites evidence ids —
+    the form the default adapter's follow-up training rows take (``affectllm.training.data``). Every assistant
+    turn is parsed, so ``last_prediction`` always holds the newest emotions and cited cues.
     """
 
     reasoner: EmotionReasoner
     clip: Clip
-    context: list[dict] | None = None
     history: list[Message] = field(default_factory=list)
     turns: list[Turn] = field(default_factory=list)
 
@@ -233,45 +257,90 @@ class ChatSession:
                 return turn.prediction
         return None
 
-    def _next_messages(self, user_text: str | None) -> list[Message]:
-        if not self.history:
-            return self.reasoner.messages(self.clip, question=user_text, context=self.context)
+    def expects_structured_reply(self, user_text: str | None = None) -> bool:
+        """Whether the next reply is the answer contract (the first turn of ov/closed) rather than prose."""
+        return not self.turns and self.reasoner.settings.task != "chat"
+
+    def _exchanges(self) -> list[Message]:
+        """The conversation so far without the evidence: ``[user, assistant, ...]``."""
+        out: list[Message] = []
+        for turn in self.turns:
+            content = turn.content if turn.role == "assistant" or turn.asked is None else turn.asked
+            out.append({"role": turn.role, "content": content})
+        return out
+
+    def _next(self, user_text: str | None) -> tuple[list[Message], GenerationConfig, str | None]:
+        if not self.turns:
+            return self.reasoner.messages(self.clip, question=user_text), self.reasoner.generation, user_text
         if not user_text or not user_text.strip():
             raise ValueError("a follow-up needs a question")
-        return [*self.history, {"role": "user", "content": user_text}]
+        messages = follow_up_messages(
+            self.clip,
+            self.reasoner.settings,
+            self._exchanges(),
+            user_text,
+            self.reasoner.media(self.clip) if self.reasoner.send_media else None,
+        )
+        first = self.reasoner.generation
+        generation = default_generation("chat", first.max_new_tokens, first.temperature)
+        return messages, generation, user_text
 
     def stream_reply(self, user_text: str | None = None) -> Iterator[str]:
         """Yield the reply in pieces as the backend decodes it; the turn is recorded when the stream ends.
 
         ``user_text=None`` on the first turn asks the task's default question (the full analysis).
         """
-        messages = self._next_messages(user_text)
+        messages, generation, asked = self._next(user_text)
         started = time.perf_counter()
         pieces: list[str] = []
-        for piece in self.reasoner.backend.stream(messages, self.reasoner.generation):
+        for piece in self.reasoner.backend.stream(messages, generation):
             pieces.append(piece)
             yield piece
-        self._record(messages, user_text, "".join(pieces), time.perf_counter() - started)
+        self._record(messages, asked, "".join(pieces), time.perf_counter() - started)
 
     def ask(self, user_text: str | None = None) -> str:
         """The whole reply at once (one ``generate`` call)."""
-        messages = self._next_messages(user_text)
+        messages, generation, asked = self._next(user_text)
         started = time.perf_counter()
-        text = self.reasoner.backend.generate([messages], self.reasoner.generation)[0]
-        self._record(messages, user_text, text, time.perf_counter() - started)
+        if not self.turns:
+            prediction = self.reasoner._answer([self.clip], [messages])[0]
+            self._record(messages, asked, prediction.raw, time.perf_counter() - started, prediction)
+            return prediction.raw
+        text = self.reasoner.backend.generate([messages], generation)[0]
+        self._record(messages, asked, text, time.perf_counter() - started)
         return text
 
-    def _record(self, messages: list[Message], user_text: str | None, reply: str, seconds: float) -> None:
+    def _record(
+        self,
+        messages: list[Message],
+        asked: str | None,
+        reply: str,
+        seconds: float,
+        prediction: Prediction | None = None,
+    ) -> None:
         self.history = [*messages, {"role": "assistant", "content": reply}]
-        question = user_text if user_text is not None else "(analysis of the clip)"
-        self.turns.append(Turn("user", question))
-        self.turns.append(Turn("assistant", reply, self.reasoner.parse(reply, self.clip), seconds))
+        structured = not self.turns and self.reasoner.settings.task != "chat"
+        if prediction is None:
+            prediction = (
+                self.reasoner.parse(reply, self.clip) if structured else parse_chat_reply(reply, self.clip)
+            )
+        default_question = self.reasoner.settings.question or _DEFAULT_QUESTIONS.get(
+            self.reasoner.settings.task
+        )
+        self.turns.append(
+            Turn(
+                "user",
+                asked if asked is not None else "(analysis of the clip)",
+                asked=asked or default_question,
+            )
+        )
+        self.turns.append(Turn("assistant", reply, prediction, seconds))
 
     # -- transcript ------------------------------------------------------------------------------------
     def evidence_text(self) -> str:
         from affectllm.textualize.render import render_cues
 
-        return render_cues(self.clip, modalities=self.reasoner.modalities)
+        return render_cues(self.clip, modalities=self.reasoner.settings.modalities)
 
     def to_dict(self) -> dict[str, Any]:
         backend = self.reasoner.backend
@@ -336,22 +405,33 @@ def load_reasoner(
     adapter: str | None = None,
     base_url: str | None = None,
     api_key_env: str = "OPENAI_API_KEY",
-    task: str = "ov",
+    settings: PromptSettings | None = None,
     generation: GenerationConfig | None = None,
-    few_shot: bool | None = None,
-    labels: Sequence[str] | None = None,
-    modalities: Sequence[str] | None = None,
-    max_cue_tokens: int | None = None,
+    few_shot: int | bool | None = None,
+    snap_labels: bool = True,
+    task: Any = None,
     **backend_options: Any,
 ) -> EmotionReasoner:
     """Load a backend (defaults from ``affectllm.models``) and wrap it in an EmotionReasoner.
 
-    With no model named, the embedded Gemma 3 270M is used with the project's adapter when one is installed;
-    the bare base model gets few-shot examples so it follows the answer contract.
+    ``task`` may be an evaluation task (a name, a YAML path or an ``affectllm.tasks.Task``): its prompt
+    settings, decoding and parser policy are used, exactly as ``affectllm eval run`` uses them. Otherwise
+    ``settings`` (default: open vocabulary) and ``generation`` apply. ``few_shot=None`` decides by the model:
+    only the bare embedded base model gets the template's examples, because a base model follows the answer
+    contract only after seeing it; a served model's nature is unknown here.
     """
     from affectllm import models
     from affectllm.backends import get_backend
 
+    if task is not None:
+        from affectllm.settings import settings_from_task
+        from affectllm.tasks import generation_config, load_task
+
+        task = load_task(task) if isinstance(task, (str, Path)) else task
+        settings = settings or settings_from_task(task)[1]
+        generation = generation or generation_config(task)
+        snap_labels = task.parser_labels
+    settings = settings or PromptSettings()
     name = backend or models.default_backend()
     options: dict[str, Any] = dict(backend_options)
     # With no model named, the backends resolve the embedded Gemma and its shipped adapter themselves.
@@ -364,16 +444,9 @@ def load_reasoner(
         raise InputError(None, f"--base-url only applies to --backend openai, not {name!r}")
     loaded = get_backend(name, model=model, **options)
     if few_shot is None:
-        # Only the bare embedded base model needs examples; a served model's nature is unknown here.
-        few_shot = (
+        bare_base = (
             name != "openai" and models.is_default_model(model) and getattr(loaded, "adapter", None) is None
         )
-    return EmotionReasoner(
-        loaded,
-        task=task,
-        generation=generation,
-        few_shot=few_shot,
-        labels=labels,
-        modalities=modalities,
-        max_cue_tokens=max_cue_tokens,
-    )
+        few_shot = -1 if bare_base and settings.few_shot == 0 else settings.few_shot
+    settings = settings.replace(few_shot=-1 if few_shot is True else int(few_shot or 0))
+    return EmotionReasoner(loaded, settings, generation or default_generation(settings.task), snap_labels)

@@ -27,6 +27,9 @@ COARSE_MODALITY: dict[str, str] = {
 
 # Short prefixes used to give each rendered cue a stable citation id (A1, F3, S2, L1).
 CUE_ID_PREFIX: dict[str, str] = {ACOUSTIC: "A", FACIAL: "F", SCENE: "S", LINGUISTIC: "L"}
+# The one pattern of a citation id, shared by the renderer, the parser, the answer schema, the grounding metric
+# and the grounding reward (ids start at 1 and stay under 1000 cues per modality).
+CUE_ID_PATTERN = r"[AFSL][1-9]\d{0,2}"
 
 # Aliases accepted wherever a user names a modality (CLI flags, YAML, model output).
 MODALITY_ALIASES: dict[str, str] = {
@@ -103,9 +106,23 @@ class Cue:
         return cls(**data)
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """One line of a clip's evidence as every consumer sees it: the citation id, the cue and its rendered text
+    (``F2 [0.4-1.8s] AU12 lip corner puller: strong (C, 2.31)``)."""
+
+    id: str
+    cue: Cue
+    text: str
+
+
 @dataclass
 class Clip:
-    """A clip and the evidence extracted from it."""
+    """A clip and the evidence extracted from it.
+
+    ``speaker`` and ``context`` (the dialogue before the clip, ``[{"speaker", "text"}]``) belong to the clip so
+    that every caller that builds a prompt from it shows the same lines.
+    """
 
     clip_id: str
     cues: list[Cue] = field(default_factory=list)
@@ -114,6 +131,24 @@ class Clip:
     duration: float | None = None
     # Per-extractor problems that did not stop the clip (e.g. "face: no AU columns in x.csv").
     warnings: list[str] = field(default_factory=list)
+    speaker: str | None = None
+    context: list[dict[str, str]] = field(default_factory=list)
+
+    def evidence(self) -> list[Evidence]:
+        """The clip's evidence lines with their citation ids, assigned once over all cues.
+
+        A transcript with no linguistic cue of its own becomes one whole-clip ``transcript`` cue, so what was
+        said is citable (``L1``) however the clip was built; ids never depend on which modalities a prompt
+        shows. The prompt renderer, the grounding metric and the grounding reward all read this list.
+        """
+        from affectllm.textualize.render import assign_ids, cue_line
+
+        cues = list(self.cues)
+        if self.transcript and self.transcript.strip() and not any(c.modality == LINGUISTIC for c in cues):
+            cues.append(
+                Cue(LINGUISTIC, "transcript", value=" ".join(self.transcript.split()), source="transcript")
+            )
+        return [Evidence(cid, cue, cue_line(cid, cue)) for cid, cue in assign_ids(cues)]
 
     def by_modality(self, *modalities: str) -> list[Cue]:
         wanted = {normalize_modality(m) for m in modalities}
@@ -124,10 +159,20 @@ class Clip:
         dropped = {normalize_modality(m) for m in modalities}
         kept = [c for c in self.cues if c.modality not in dropped]
         transcript = None if LINGUISTIC in dropped else self.transcript
-        return Clip(self.clip_id, kept, self.media, transcript, self.duration, list(self.warnings))
+        context = [] if LINGUISTIC in dropped else [dict(t) for t in self.context]
+        return Clip(
+            self.clip_id,
+            kept,
+            self.media,
+            transcript,
+            self.duration,
+            list(self.warnings),
+            self.speaker,
+            context,
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "clip": self.clip_id,
             "media": self.media,
             "transcript": self.transcript,
@@ -135,6 +180,11 @@ class Clip:
             "cues": [c.to_dict() for c in self.cues],
             "warnings": list(self.warnings),
         }
+        if self.speaker:
+            out["speaker"] = self.speaker
+        if self.context:
+            out["context"] = [dict(t) for t in self.context]
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Clip:
@@ -145,7 +195,26 @@ class Clip:
             transcript=data.get("transcript"),
             duration=data.get("duration"),
             warnings=list(data.get("warnings", [])),
+            speaker=data.get("speaker") or None,
+            context=[dict(t) for t in data.get("context") or []],
         )
+
+
+@dataclass(frozen=True)
+class Media:
+    """What a multimodal backbone receives besides the text: key frames and the audio track.
+
+    ``frames`` holds ``affectllm.media.Frame`` objects, PIL images, paths or URLs; ``audio`` an
+    ``affectllm.media.AudioData``, a path or a sample array (``sampling_rate`` then says its rate). The prompt
+    builder turns them into content parts and each backend converts those parts for its engine.
+    """
+
+    frames: tuple[Any, ...] = ()
+    audio: Any = None
+    sampling_rate: int = 16000
+
+    def __bool__(self) -> bool:
+        return bool(self.frames) or self.audio is not None
 
 
 @dataclass
@@ -173,6 +242,8 @@ class Prediction:
     raw: str = ""
     format_ok: bool = False
     errors: list[str] = field(default_factory=list)
+    # Closed sets decoded by likelihood: each label's (calibrated) log-probability.
+    label_scores: dict[str, float] | None = None
 
     def to_dict(self, include_raw: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -184,6 +255,8 @@ class Prediction:
         }
         if self.errors:
             out["errors"] = list(self.errors)
+        if self.label_scores:
+            out["label_scores"] = dict(self.label_scores)
         if include_raw:
             out["raw"] = self.raw
         return out

@@ -21,8 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from affectllm.batch import ResumableJSONL
+from affectllm.clips import load_clips_jsonl
 from affectllm.errors import InputError
-from affectllm.schema import LINGUISTIC, MODALITIES, Clip, Cue, normalize_modality
+from affectllm.records import prediction_record
+from affectllm.schema import LINGUISTIC, MODALITIES, Clip, normalize_modality
+from affectllm.settings import CLOSED_DECODING, parse_extractors
 
 TASKS_PATH_ENV = "AFFECTLLM_TASKS_PATH"
 
@@ -42,8 +45,16 @@ _TOP_KEYS = {
     "ablation",
 }
 _DATASET_KEYS = {"name", "split", "options"}
-_INPUT_KEYS = {"source", "modalities", "context", "context_turns", "max_cue_tokens", "textualize"}
-_PROMPT_KEYS = {"task", "template", "few_shot", "labels", "question"}
+_INPUT_KEYS = {
+    "source",
+    "modalities",
+    "extractors",
+    "context",
+    "context_turns",
+    "max_cue_tokens",
+    "textualize",
+}
+_PROMPT_KEYS = {"task", "template", "few_shot", "labels", "question", "closed_decoding"}
 _PARSER_KEYS = {"labels"}
 _GENERATION_KEYS = {"max_new_tokens", "temperature", "top_p", "top_k", "seed", "stop"}
 _METRIC_KEYS = {"name", "options"}
@@ -69,6 +80,7 @@ class Task:
     tags: list[str] = field(default_factory=list)
     dataset_options: dict[str, Any] = field(default_factory=dict)
     source: str = "transcript"
+    extractors: tuple[str, ...] = ("audio", "face", "scene")
     modalities: list[str] | None = None
     context: bool = False
     context_turns: int | None = None
@@ -79,6 +91,7 @@ class Task:
     few_shot: bool | int | None = None
     labels: list[str] | None = None
     question: str | None = None
+    closed_decoding: str = "generate"
     parser_labels: bool = True
     generation: dict[str, Any] = field(default_factory=dict)
     metrics: list[MetricEntry] = field(default_factory=list)
@@ -252,10 +265,14 @@ def parse_task(data: dict[str, Any], path: Path | None = None) -> Task:
     if not isinstance(textualize, dict):
         raise InputError(path, "input.textualize: must be a mapping of textualize_clip options")
     if "modalities" in textualize:
-        allowed_tx = {"audio", "face", "scene"}
-        bad = [m for m in textualize["modalities"] or [] if m not in allowed_tx]
-        if bad:
-            raise InputError(path, f"input.textualize.modalities: {bad}; choose from audio, face, scene")
+        raise InputError(
+            path,
+            "input.textualize.modalities is now input.extractors (audio, face, scene); modalities names cues",
+        )
+    try:
+        extractors = parse_extractors(inp.get("extractors"), "input.extractors")
+    except InputError as exc:
+        raise InputError(path, exc.problem) from None
 
     prompt = _section(data, "prompt", _PROMPT_KEYS, path)
     prompt_task = str(prompt.get("task", "ov"))
@@ -275,6 +292,11 @@ def parse_task(data: dict[str, Any], path: Path | None = None) -> Task:
     few_shot = prompt.get("few_shot")
     if few_shot is not None and not isinstance(few_shot, (bool, int)):
         raise InputError(path, "prompt.few_shot: true, false, null (model default) or a number of examples")
+    closed_decoding = str(prompt.get("closed_decoding", "generate"))
+    if closed_decoding not in CLOSED_DECODING:
+        raise InputError(
+            path, f"prompt.closed_decoding: {closed_decoding!r}; choose {' or '.join(CLOSED_DECODING)}"
+        )
 
     parser = _section(data, "parser", _PARSER_KEYS, path)
     gen = _section(data, "generation", _GENERATION_KEYS, path)
@@ -325,6 +347,7 @@ def parse_task(data: dict[str, Any], path: Path | None = None) -> Task:
         tags=[str(t) for t in data.get("tags") or []],
         dataset_options=dict(options),
         source=source,
+        extractors=extractors,
         modalities=_modalities(inp.get("modalities"), path, "input.modalities"),
         context=bool(inp.get("context", False)),
         context_turns=inp.get("context_turns"),
@@ -335,6 +358,7 @@ def parse_task(data: dict[str, Any], path: Path | None = None) -> Task:
         few_shot=few_shot,
         labels=list(labels) if labels else None,
         question=prompt.get("question"),
+        closed_decoding=closed_decoding,
         parser_labels=bool(parser.get("labels", True)),
         generation=dict(gen),
         metrics=metrics,
@@ -358,19 +382,19 @@ def _cited(pred: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _closed_inputs(records: list[dict[str, Any]], task: Task) -> tuple[Any, Any, dict[str, Any]]:
     refs = [r["gold"]["label"] for r in records]
-    preds = [_first_label(r["prediction"]["emotions"]) for r in records]
+    preds = [_first_label(r["emotions"]) for r in records]
     return preds, refs, {"labels": task.labels} if task.labels else {}
 
 
 def _ew_inputs(records: list[dict[str, Any]], task: Task) -> tuple[Any, Any, dict[str, Any]]:
     refs = {r["id"]: r["gold"]["labels"] for r in records}
-    preds = {r["id"]: r["prediction"]["emotions"] for r in records}
+    preds = {r["id"]: r["emotions"] for r in records}
     return preds, refs, {}
 
 
 def _hit_inputs(records: list[dict[str, Any]], task: Task) -> tuple[Any, Any, dict[str, Any]]:
     refs = {r["id"]: r["gold"]["label"] or _first_label(r["gold"]["labels"]) for r in records}
-    preds = {r["id"]: r["prediction"]["emotions"] for r in records}
+    preds = {r["id"]: r["emotions"] for r in records}
     return preds, refs, {}
 
 
@@ -378,12 +402,12 @@ def _rationale_inputs(records: list[dict[str, Any]], task: Task) -> tuple[Any, A
     with_ref = [r for r in records if r["gold"].get("rationale")]
     refs = {r["id"]: r["gold"]["rationale"] for r in with_ref}
     # The cited cues are the model's rationale; a model that cites nothing is judged on its free text.
-    preds = {r["id"]: _cited(r["prediction"]) or r["prediction"].get("answer", "") for r in with_ref}
+    preds = {r["id"]: _cited(r) or r.get("answer", "") for r in with_ref}
     return preds, refs, {}
 
 
 def _grounding_inputs(records: list[dict[str, Any]], task: Task) -> tuple[Any, Any, dict[str, Any]]:
-    preds = {r["id"]: _cited(r["prediction"]) for r in records}
+    preds = {r["id"]: _cited(r) for r in records}
     refs = {r["id"]: r.get("evidence") or [] for r in records}
     return preds, refs, {}
 
@@ -434,78 +458,13 @@ def score_records(records: list[dict[str, Any]], task: Task) -> dict[str, dict[s
 # ------------------------------------------------------------------------------------------ clips
 
 
-def transcript_clip(row: dict[str, Any]) -> Clip:
-    """A clip whose only evidence is what was said: the transcript becomes linguistic cues the model can cite."""
-    text = (row.get("transcript") or "").strip()
-    cues: list[Cue] = []
-    if text:
-        try:
-            from affectllm.textualize.pipeline import transcript_cues
-        except ImportError:
-            transcript_cues = None
-        if transcript_cues is not None:
-            cues = list(transcript_cues(text, source=row.get("dataset") or "transcript"))
-        else:
-            cues = [Cue(LINGUISTIC, "utterance", value=text, source="transcript")]
-    return Clip(str(row["id"]), cues=cues, media=row.get("media"), transcript=text or None)
-
-
 def build_clip(row: dict[str, Any], task: Task, precomputed: dict[str, Clip] | None = None) -> Clip:
-    """The Clip a task shows the model for one row.
+    """The Clip a task shows the model for one row: :func:`affectllm.clips.clip_from_row` with the task's
+    clip settings (the same call the training data builders make)."""
+    from affectllm.clips import clip_from_row
+    from affectllm.settings import settings_from_task
 
-    ``transcript``: linguistic cues only. ``media``: the row's media and sidecars (AU CSV) through
-    ``textualize_clip``; a row without media is an error for that sample. ``auto``: media when the row has any,
-    else the transcript. Precomputed clips (``--cues``, e.g. from ``affectllm textualize``) take precedence.
-    """
-    if precomputed and str(row["id"]) in precomputed:
-        clip = precomputed[str(row["id"])]
-        if clip.transcript is None and row.get("transcript") and task.source != "media":
-            clip.transcript = row["transcript"]
-        return clip
-    has_media = bool(row.get("media") or row.get("au_csv"))
-    if task.source == "transcript" or (task.source == "auto" and not has_media):
-        return transcript_clip(row)
-    if not has_media:
-        raise InputError(None, f"sample {row['id']}: no media or AU CSV for a task that reads media cues")
-    from affectllm.textualize import textualize_clip
-
-    options = dict(task.textualize)
-    modalities = tuple(options.pop("modalities", ("audio", "face", "scene")))
-    transcript = row.get("transcript") or None
-    if "linguistic" in (task.modalities or MODALITIES) and transcript and "transcript" not in options:
-        options["transcript"] = transcript
-    manifest = {k: row[k] for k in ("id", "media", "au_csv", "transcript", "sex") if row.get(k)}
-    clip = textualize_clip(manifest, modalities=modalities, au_csv=row.get("au_csv"), **options)
-    clip.clip_id = str(row["id"])
-    return clip
-
-
-def load_precomputed(path: str | Path) -> dict[str, Clip]:
-    """Clips from a JSONL of ``affectllm textualize --json`` records (``{"clip", "cues", ...}`` per line)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "cues file not found")
-    out: dict[str, Clip] = {}
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                if "error" in record:
-                    continue
-                record = {**record, "clip": record.get("clip") or record.get("id")}
-                clip = Clip.from_dict(
-                    {
-                        k: record[k]
-                        for k in ("clip", "cues", "media", "transcript", "duration", "warnings")
-                        if k in record
-                    }
-                )
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-                raise InputError(path, f"not a textualized clip record ({exc})", line=lineno) from None
-            out[clip.clip_id] = clip
-    return out
+    return clip_from_row(row, settings_from_task(task)[0], precomputed)
 
 
 # ------------------------------------------------------------------------------------------ running
@@ -541,8 +500,6 @@ def _predict_rows(
     """Predict every pending row and append one record per row (errors included) to ``writer``."""
     from tqdm import tqdm
 
-    from affectllm.textualize.render import assign_ids, cue_line
-
     pending = [r for r in rows if not writer.should_skip(str(r["id"]))]
     bar = tqdm(total=len(pending), desc=desc, unit="clip", disable=not progress, leave=False)
     try:
@@ -554,12 +511,8 @@ def _predict_rows(
                 if isinstance(failure, Exception):
                     writer.write_error(str(r["id"]), failure, stage="textualize", gold=_gold(r))
             started = time.perf_counter()
-            contexts = [r.get("context") if task.context else None for r in ready]
             preds = reasoner.predict_batch(
-                [clips[str(r["id"])] for r in ready],
-                batch_size=batch_size,
-                contexts=contexts,
-                return_exceptions=True,
+                [clips[str(r["id"])] for r in ready], batch_size=batch_size, return_exceptions=True
             )
             seconds = (time.perf_counter() - started) / max(1, len(ready))
             for r, pred in zip(ready, preds, strict=True):
@@ -569,15 +522,15 @@ def _predict_rows(
                 clip = clips[str(r["id"])]
                 assert isinstance(clip, Clip)
                 writer.write(
-                    {
-                        "id": str(r["id"]),
-                        "gold": _gold(r),
-                        "prediction": pred.to_dict(include_raw=True),
-                        "transcript": clip.transcript,
-                        "evidence": [cue_line(cid, c) for cid, c in assign_ids(clip.cues)],
-                        "clip": clip.to_dict(),
-                        "seconds": round(seconds, 3),
-                    }
+                    prediction_record(
+                        str(r["id"]),
+                        pred,
+                        clip,
+                        gold=_gold(r),
+                        evidence=[e.text for e in clip.evidence()],
+                        clip=clip.to_dict(),
+                        seconds=round(seconds, 3),
+                    )
                 )
             bar.update(len(chunk))
     finally:
@@ -598,7 +551,9 @@ def _records_for_scoring(
             rec = {
                 "id": key,
                 "gold": _gold(r),
-                "prediction": {"emotions": [], "rationale": [], "answer": ""},
+                "emotions": [],
+                "rationale": [],
+                "answer": "",
                 "evidence": [],
             }
         records.append(rec)
@@ -697,7 +652,7 @@ def run_task(
     }
     _check_output_dir(out, full_identity, overwrite)
 
-    precomputed = load_precomputed(cues_path) if cues_path else None
+    precomputed = load_clips_jsonl(cues_path) if cues_path else None
     writer = ResumableJSONL(out / "predictions.jsonl")
     pending_ids = {str(r["id"]) for r in rows if not writer.should_skip(str(r["id"]))}
     clips: dict[str, Clip | Exception] = {}
@@ -849,12 +804,10 @@ __all__ = [
     "build_clip",
     "dig",
     "list_tasks",
-    "load_precomputed",
     "load_task",
     "parse_task",
     "run_task",
     "score_records",
     "task_dirs",
     "task_rows",
-    "transcript_clip",
 ]

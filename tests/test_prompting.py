@@ -19,7 +19,7 @@ from affectllm.prompting import (
     load_template,
     select_examples,
 )
-from affectllm.schema import Clip, Cue, RationaleItem
+from affectllm.schema import Clip, Cue, Media, RationaleItem
 from affectllm.textualize.render import assign_ids, render_cues
 
 LABELS = ["neutral", "happy", "sad", "angry", "worried", "surprise"]
@@ -41,11 +41,11 @@ def clip() -> Clip:
 
 def test_templates_ship_and_load() -> None:
     ids = list_templates()
-    assert {"ov_rationale.v1", "ov_rationale.v2", "closed_set.v2", "chat_followup.v1"} <= set(ids)
+    assert {"ov_rationale.v1", "ov_rationale.v3", "closed_set.v3", "chat_followup.v2"} <= set(ids)
     tpl = load_template(task="ov")
-    assert tpl.id == "ov_rationale.v2" and tpl.task == "ov"
+    assert tpl.id == "ov_rationale.v3" and tpl.task == "ov"
     # A bare name picks the newest version; an id pins an older one (earlier runs stay reproducible).
-    assert load_template("closed_set").id == "closed_set.v2"
+    assert load_template("closed_set").id == "closed_set.v3"
     assert load_template("ov_rationale.v1").version == 1
 
 
@@ -56,26 +56,48 @@ def test_ov_messages_render_cues_transcript_and_contract(clip: Clip) -> None:
     user = messages[1]["content"]
     assert render_cues(clip) in user  # the exact deterministic cue block, ids included
     assert "F1 [0.5-2.0s] AU12 lip corner puller" in user
-    assert "Transcript: \"I can't believe you're here!\"" in user
+    # What was said is one citable evidence line, shown once.
+    assert user.count("I can't believe you're here!") == 1
+    assert "L1 [whole clip] transcript: \"I can't believe you're here!\"" in user
     assert "Evidence from clip c1" in user
 
 
-def test_dialogue_context_and_question(clip: Clip) -> None:
-    context = [{"speaker": "Ross", "text": "Surprise!"}, {"role": "Rachel", "content": "Oh my god."}, "Hi."]
-    user = build_messages(clip, context=context, question="Is she pleased?")[1]["content"]
+def test_dialogue_context_speaker_and_question(clip: Clip) -> None:
+    row = {
+        "id": "c1",
+        "transcript": "I can't believe you're here!",
+        "speaker": "Monica",
+        "context": [
+            {"speaker": "Ross", "text": "Surprise!"},
+            {"role": "Rachel", "content": "Oh my god."},
+            "Hi.",
+        ],
+    }
+    from affectllm.clips import clip_from_row
+
+    user = build_messages(clip_from_row(row), question="Is she pleased?")[1]["content"]
     assert "Dialogue so far:\nRoss: Surprise!\nRachel: Oh my god.\nSpeaker: Hi." in user
-    # v2: the question comes first, the clip's evidence last (nearest the answer).
+    assert "Evidence from clip c1 (speaker: Monica):" in user
+    # The question comes first, the clip's evidence last (nearest the answer).
     assert user.startswith("Is she pleased?") and user.endswith("\"I can't believe you're here!\"")
     assert user.index("Dialogue so far") < user.index("Evidence from clip")
 
 
-def test_transcript_override_and_modalities(clip: Clip) -> None:
-    user = build_messages(clip, transcript="Other words.", modalities=["facial"])[1]["content"]
-    # Ablating the linguistic modality hides the transcript too; ids stay those of the full clip.
-    assert "Other words." not in user and "pitch" not in user and "caption" not in user
+def test_modalities_hide_evidence_but_keep_ids(clip: Clip) -> None:
+    clip.context = [{"speaker": "Ross", "text": "Surprise!"}]
+    clip.speaker = "Monica"
+    user = build_messages(clip, modalities=["facial"])[1]["content"]
+    # Leaving out the linguistic modality hides the words, the dialogue and the speaker; ids stay stable.
+    assert "believe" not in user and "Ross" not in user and "Monica" not in user
+    assert "pitch" not in user and "caption" not in user
     assert "F1 [" in user and "F2 [" in user
-    user = build_messages(clip, transcript="Other words.", modalities=["facial", "text"])[1]["content"]
-    assert 'Transcript: "Other words."' in user
+    user = build_messages(clip, modalities=["facial", "text"])[1]["content"]
+    assert "L1 [whole clip] transcript:" in user and "Ross: Surprise!" in user
+
+
+def test_unknown_prompt_options_are_refused(clip: Clip) -> None:
+    with pytest.raises(TypeError, match="unknown prompt settings"):
+        build_messages(clip, transcript="Other words.")
 
 
 def test_max_cue_tokens_caps_the_block(clip: Clip) -> None:
@@ -133,10 +155,8 @@ def test_media_parts_for_multimodal_backbones(clip: Clip, tmp_path) -> None:
     from PIL import Image
 
     img = Image.new("RGB", (8, 8))
-    content = build_messages(
-        clip,
-        media={"images": [str(tmp_path / "f.png"), "https://x/y.jpg", img], "audio": str(tmp_path / "a.wav")},
-    )[1]["content"]
+    media = Media(frames=(str(tmp_path / "f.png"), "https://x/y.jpg", img), audio=str(tmp_path / "a.wav"))
+    content = build_messages(clip, media=media)[1]["content"]
     assert isinstance(content, list)
     kinds = [p["type"] for p in content]
     assert kinds == ["image", "image", "image", "audio", "text"]

@@ -8,6 +8,7 @@ import pytest
 
 from affectllm.backends.base import GenerationConfig
 from affectllm.schema import Clip, Cue, Prediction
+from affectllm.settings import PromptSettings
 
 GEN = GenerationConfig(max_new_tokens=8, temperature=0.0)
 
@@ -42,9 +43,8 @@ def reasoner(backend):
 
 def test_messages_carry_evidence_question_and_context(reasoner):
     clip = _clip()
-    msgs = reasoner.messages(
-        clip, question="Is she relieved?", context=[{"speaker": "A", "text": "Hi there"}]
-    )
+    clip.context = [{"speaker": "A", "text": "Hi there"}]
+    msgs = reasoner.messages(clip, question="Is she relieved?")
     user = msgs[-1]["content"]
     assert msgs[0]["role"] == "system" and msgs[-1]["role"] == "user"
     assert "F1" in user and "A1" in user and "S1" in user  # cue ids the rationale can cite
@@ -54,10 +54,12 @@ def test_messages_carry_evidence_question_and_context(reasoner):
 def test_modalities_and_few_shot_change_the_prompt(backend):
     from affectllm.reasoner import EmotionReasoner
 
-    only_face = EmotionReasoner(backend, modalities=["facial"]).messages(_clip())[-1]["content"]
+    only_face = EmotionReasoner(backend, PromptSettings(modalities=["facial"])).messages(_clip())[-1][
+        "content"
+    ]
     assert "AU12" in only_face and "245 Hz" not in only_face
     plain = EmotionReasoner(backend).messages(_clip())
-    shots = EmotionReasoner(backend, few_shot=True).messages(_clip())
+    shots = EmotionReasoner(backend, PromptSettings(few_shot=True)).messages(_clip())
     assert len(shots) > len(plain)
     assert any(m["role"] == "assistant" and "<answer>" in m["content"] for m in shots)
 
@@ -67,8 +69,8 @@ def test_closed_task_needs_labels(backend):
     from affectllm.reasoner import EmotionReasoner
 
     with pytest.raises(InputError):
-        EmotionReasoner(backend, task="closed")
-    r = EmotionReasoner(backend, task="closed", labels=["happy", "sad"], generation=GEN)
+        EmotionReasoner(backend, PromptSettings(task="closed"))
+    r = EmotionReasoner(backend, PromptSettings(task="closed", labels=["happy", "sad"]), generation=GEN)
     assert "happy, sad" in r.messages(_clip())[0]["content"]
 
 
@@ -127,10 +129,14 @@ def test_chat_session_keeps_history_and_streams(reasoner, tmp_path):
     first = "".join(pieces)
     assert session.turns[-1].content == first
     assert session.history[-1] == {"role": "assistant", "content": first}
-    n_before = len(session.history)
     second = "".join(session.stream_reply("Why do you think so?"))
-    # The follow-up is sent after the whole first exchange, evidence included.
-    assert len(session.history) == n_before + 2
+    # The follow-up is asked with the chat prompt (prose that cites ids) over the same evidence, after the
+    # whole first exchange: [system, user(evidence + first question), assistant(first answer), user, assistant].
+    roles = [m["role"] for m in session.history]
+    assert roles == ["system", "user", "assistant", "user", "assistant"]
+    assert "in square brackets" in session.history[0]["content"]
+    assert "F1 [" in session.history[1]["content"] and "Which emotions" in session.history[1]["content"]
+    assert session.history[2]["content"] == first
     assert session.history[-2] == {"role": "user", "content": "Why do you think so?"}
     assert session.history[-1]["content"] == second
     assert [t.role for t in session.turns] == ["user", "assistant", "user", "assistant"]
@@ -158,7 +164,7 @@ def test_load_reasoner_on_a_local_model(tiny_lm_dir):
     r = load_reasoner("transformers", model=str(tiny_lm_dir), adapter="none", generation=GEN)
     try:
         assert r.backend.name == "transformers"
-        assert r.few_shot is False  # a named model is not the bare embedded base model
+        assert r.settings.few_shot == 0  # a named model is not the bare embedded base model
         assert isinstance(r.predict(_clip()), Prediction)
     finally:
         r.backend.close()

@@ -68,7 +68,7 @@ def test_headers_and_modality_toggle():
         "F2 [0.1-0.9s] AU04 brow lowerer: A (1.10 intensity 0-5)",
         "F3 [0.4-1.8s] AU12 lip corner puller: slight (B), peak 2.31",
     ]
-    assert render_cues([]) == "No non-verbal evidence was extracted for this clip."
+    assert render_cues([]) == "No evidence was extracted for this clip."
     assert "F1" not in render_cues(sample_cues(), with_headers=False).split("\n")[0]
 
 

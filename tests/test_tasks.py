@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from affectllm.clips import clip_from_row
 from affectllm.errors import InputError
 from affectllm.resources import asset_dir
 from affectllm.schema import LINGUISTIC
-from affectllm.tasks import TASKS_PATH_ENV, list_tasks, load_task, parse_task, score_records, transcript_clip
+from affectllm.settings import ClipSettings
+from affectllm.tasks import TASKS_PATH_ENV, list_tasks, load_task, parse_task, score_records
 
 SHIPPED = sorted(p.stem for p in asset_dir("eval").glob("*.yaml"))
 
@@ -110,18 +112,22 @@ def test_user_folders_add_and_override_tasks(tmp_path: Path, monkeypatch: pytest
         list_tasks(tmp_path / "missing")
 
 
-def test_transcript_clip_gets_linguistic_cues() -> None:
-    clip = transcript_clip({"id": "x", "transcript": "I can't believe it!", "dataset": "meld"})
+def test_transcript_rows_get_linguistic_cues() -> None:
+    transcript_only = ClipSettings(source="transcript")
+    clip = clip_from_row({"id": "x", "transcript": "I can't believe it!", "dataset": "meld"}, transcript_only)
     assert clip.transcript == "I can't believe it!"
     assert clip.cues and all(c.modality == LINGUISTIC for c in clip.cues)
-    assert transcript_clip({"id": "y", "transcript": ""}).cues == []
+    with pytest.raises(InputError, match="no transcript"):
+        clip_from_row({"id": "y", "transcript": ""}, transcript_only)
 
 
 def _record(i: str, gold: list[str], pred: list[str], label: str | None = None) -> dict:
     return {
         "id": i,
         "gold": {"labels": gold, "label": label, "rationale": None},
-        "prediction": {"emotions": pred, "rationale": [], "answer": ""},
+        "emotions": pred,
+        "rationale": [],
+        "answer": "",
         "evidence": [],
     }
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from affectllm.clips import clip_from_row
 from affectllm.errors import InputError
 from affectllm.parsing import parse_answer
 from affectllm.prompting import build_messages
@@ -17,9 +18,7 @@ from affectllm.training.data import (
     build_grpo_rows,
     build_sft_rows,
     derived_rationale,
-    evidence_lines,
     is_eval_split,
-    row_clip,
 )
 
 ROWS = [
@@ -57,8 +56,13 @@ def manifest(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def data_args(root: Path, **source) -> DataArgs:
-    return DataArgs(sources=[DataSource("manifest", data_dir="mine", **source)], root=str(root), seed=0)
+def data_args(root: Path, require_wheel_gold: bool = False, **source) -> DataArgs:
+    return DataArgs(
+        sources=[DataSource("manifest", data_dir="mine", **source)],
+        root=str(root),
+        seed=0,
+        require_wheel_gold=require_wheel_gold,
+    )
 
 
 def test_sft_rows_use_the_inference_prompt_and_answer_contract(manifest):
@@ -66,9 +70,9 @@ def test_sft_rows_use_the_inference_prompt_and_answer_contract(manifest):
     by_id = {r["id"]: r for r in rows}
     assert set(by_id) == {"c1", "c2", "c3", "c4"}
     row = by_id["c3"]
-    clip = Clip("c3", [], transcript="He is gone forever.")
-    expected = build_messages(clip, task="ov", context=[{"speaker": "Ann", "text": "What happened?"}])
+    expected = build_messages(clip_from_row(ROWS[2]), task="ov")
     assert row["prompt"] == expected  # the very messages inference sends
+    assert "Ann: What happened?" in expected[-1]["content"]
     answer = row["completion"][0]["content"]
     pred = parse_answer(answer)
     assert pred.format_ok and pred.emotions == ["sad"]
@@ -92,14 +96,17 @@ def test_closed_task_answers_with_the_label(manifest):
 
 def test_grpo_rows_carry_reward_columns(manifest):
     report = BuildReport()
-    rows = build_grpo_rows(data_args(manifest, task="ov"), report=report)
+    rows = build_grpo_rows(data_args(manifest, require_wheel_gold=True, task="ov"), report=report)
     by_id = {r["id"]: r for r in rows}
-    # "neutral" maps to no emotion-wheel word: ew_f1 could not score c4, so GRPO drops it.
+    # "neutral" maps to no emotion-wheel word: ew_f1 could not score c4, so GRPO drops it (and SFT too:
+    # open-vocabulary scoring gives "neutral" nothing, so training on it teaches an answer that only loses).
     assert "c4" not in by_id and report.dropped_unusable == {"manifest:train": 1}
+    sft = build_sft_rows(data_args(manifest, require_wheel_gold=True, task="ov"))
+    assert "c4" not in {r["id"] for r in sft}
     row = by_id["c1"]
     assert row["labels"] == ["happy", "excited"] and row["label"] == "" and row["label_set"] == []
-    assert row["evidence"] == ['transcript: "I got the job!"']
-    closed = build_grpo_rows(data_args(manifest, task="closed"))
+    assert row["evidence"] == ['L1 [whole clip] transcript: "I got the job!"']
+    closed = build_grpo_rows(data_args(manifest, require_wheel_gold=True, task="closed"))
     c4 = next(r for r in closed if r["id"] == "c4")
     assert c4["label"] == "neutral" and "neutral" in c4["label_set"]
     assert c4["evidence"][:2] == ["A1 [whole clip] pitch: low (110 Hz)", "F1 [0.2-1.0s] AU4 brow lowerer: B"]
@@ -177,7 +184,7 @@ def test_prompt_length_filter_with_a_tokenizer(manifest, tiny_lm_dir):
     args.max_prompt_tokens = 10
     report = BuildReport()
     assert build_grpo_rows(args, tokenizer, report=report) == []
-    assert report.dropped_long == {"manifest:train": 3}
+    assert report.dropped_long == {"manifest:train": 4}
     # SFT also drops rows whose prompt + answer would be cut by the trainer's max_length.
     args.max_prompt_tokens = None
     assert build_sft_rows(args, tokenizer, max_length=20) == []
@@ -199,10 +206,12 @@ def test_derived_rationale_and_evidence_cite_real_ids():
         transcript="We won!",
     )
     items = derived_rationale(clip)
-    assert items[0].modality == "linguistic" and "We won!" in items[0].cue
+    assert items[0].modality == "linguistic" and "We won!" in items[0].cue and items[0].cue_id == "L1"
     assert {i.cue_id for i in items[1:]} == {"A1", "F1"}
-    assert evidence_lines(clip)[-1] == 'transcript: "We won!"'
-    assert row_clip({"id": "y", "transcript": " hi "}).transcript == "hi"
+    assert [e.text for e in clip.evidence()][-1] == 'L1 [whole clip] transcript: "We won!"'
+    assert clip_from_row({"id": "y", "transcript": " hi "}).transcript == "hi"
+    # A prompt that hides the words (an acoustic-only task) gets a rationale that cites only what it shows.
+    assert {i.modality for i in derived_rationale(clip, modalities=("acoustic",))} == {"acoustic"}
 
 
 def test_shared_data_meld_context_and_ovmerd_holdout(shared_data):

@@ -63,16 +63,20 @@ def add_model_arguments(
         group.add_argument("--temperature", type=float, help="override the task's temperature")
     if prompt_options:
         group.add_argument("--max-cue-tokens", type=int, help="cap on the evidence block's length in tokens")
+        group.add_argument(
+            "--modalities",
+            metavar="LIST",
+            help="comma-separated cue modalities the prompt shows: acoustic,facial,visual-scene,linguistic",
+        )
 
 
 def add_textualize_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options passed to affectllm.textualize.textualize_clip."""
+    """How clips are read: the extractors that run on media, sidecars and ASR (``ClipSettings``)."""
     group = parser.add_argument_group("evidence")
     group.add_argument(
-        "--modalities",
-        nargs="+",
-        metavar="M",
-        help="extractors to run: audio face scene (default: all available)",
+        "--extractors",
+        metavar="LIST",
+        help="comma-separated extractors to run on media: audio,face,scene (default: all; 'none' for none)",
     )
     group.add_argument("--au-csv", help="OpenFace AU CSV (default: <stem>.openface.csv beside the clip)")
     group.add_argument(
@@ -98,105 +102,69 @@ def chosen_backend(args: argparse.Namespace) -> str | None:
     return "openai" if args.base_url and args.backend is None else args.backend
 
 
+def prompt_settings(args: argparse.Namespace):
+    """The PromptSettings the chat/predict options describe."""
+    from affectllm.settings import PromptSettings
+
+    return PromptSettings(
+        task=args.task,
+        labels=tuple(parse_labels(args.labels) or ()),
+        modalities=args.modalities,
+        max_cue_tokens=args.max_cue_tokens,
+    )
+
+
 def reasoner_from_args(args: argparse.Namespace):
     """Load the backend the options name (defaults from affectllm.models) as an EmotionReasoner."""
     from affectllm.reasoner import default_generation, load_reasoner
 
     if args.max_tokens < 1:
         raise InputError(None, "--max-tokens must be at least 1")
-    generation = default_generation(args.task, args.max_tokens, args.temperature)
+    settings = prompt_settings(args)
     return load_reasoner(
         backend=chosen_backend(args),
         model=args.model,
         adapter=args.adapter,
         base_url=args.base_url,
         api_key_env=args.api_key_env,
-        task=args.task,
-        generation=generation,
+        settings=settings,
+        generation=default_generation(settings.task, args.max_tokens, args.temperature),
         few_shot=args.few_shot,
-        labels=parse_labels(args.labels),
-        max_cue_tokens=args.max_cue_tokens,
     )
 
 
-def textualize_options(args: argparse.Namespace) -> dict[str, Any]:
-    options: dict[str, Any] = {"use_cache": not args.no_cache}
-    if args.modalities:
-        options["modalities"] = tuple(args.modalities)
-    if args.au_csv:
-        options["au_csv"] = args.au_csv
-    if args.captions:
-        options["captions"] = args.captions
-    if args.transcript:
-        path = Path(args.transcript)
-        read_transcript(path)
-        options["transcript"] = str(path)
-    options["asr"] = None if str(args.asr).lower() in ("none", "off", "") else args.asr
-    if args.asr_model:
-        options["asr_model"] = args.asr_model
-    return options
+def clip_settings(args: argparse.Namespace):
+    """The ClipSettings the evidence options describe."""
+    from affectllm.settings import ClipSettings
+
+    asr = None if str(args.asr).lower() in ("none", "off", "") else args.asr
+    return ClipSettings(
+        extractors=args.extractors if args.extractors is not None else ClipSettings().extractors,
+        asr=asr,
+        asr_model=args.asr_model,
+        use_cache=not args.no_cache,
+    )
 
 
-def read_transcript(path: Path) -> str:
-    if not path.is_file():
-        raise InputError(path, "transcript file not found")
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except UnicodeDecodeError:
-        raise InputError(path, "transcript is not UTF-8 text") from None
-    if not text:
-        raise InputError(path, "transcript is empty")
-    return " ".join(text.split())
+def load_clip(args: argparse.Namespace):
+    """CLIP as the options say: a video or audio file with its sidecars, or a transcript-only ``.txt``."""
+    from affectllm.clips import clip_from_path
 
-
-def load_clip(clip: str, options: dict[str, Any]):
-    """Textualize CLIP; a ``.txt`` is a transcript-only clip (linguistic cues, no media to analyse)."""
-    from affectllm.textualize import textualize_clip
-
-    path = Path(clip).expanduser()
-    if not path.exists():
-        raise InputError(path, "clip not found")
-    if path.suffix.lower() == ".txt" and not path.name.lower().endswith(".transcript.txt"):
-        read_transcript(path)  # fail early, naming the file, on an empty or non-UTF-8 transcript
-        row = {"id": path.stem, "transcript": str(path.resolve())}
-        return require_evidence(textualize_clip(row, **{**options, "modalities": (), "asr": None}))
-    return require_evidence(textualize_clip(str(path), **options))
-
-
-def require_evidence(clip):
-    """A clip from which nothing at all could be extracted (e.g. a corrupt video) is an input error: asking a
-    model about it would only produce a guess dressed up as an analysis."""
-    if clip.cues or (clip.transcript and clip.transcript.strip()):
-        return clip
-    reasons = "; ".join(clip.warnings) or "no cues and no transcript"
-    raise InputError(clip.media or clip.clip_id, f"no evidence could be extracted ({reasons})")
+    return clip_from_path(
+        args.clip,
+        clip_settings(args),
+        au_csv=args.au_csv,
+        captions=args.captions,
+        transcript_file=args.transcript,
+    )
 
 
 # ------------------------------------------------------------------------------------------------- output
-def answer_text(prediction) -> str:
-    """The reply as prose: the model's own free text when it wrote some (a chat reply, the think part),
-    otherwise one sentence rendered from the structured answer, so ``answer`` is never empty when the model
-    did answer."""
-    if prediction.answer and prediction.answer.strip():
-        return prediction.answer.strip()
-    if not prediction.emotions:
-        return prediction.raw.strip()
-    words = list(prediction.emotions)
-    named = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
-    text = f"The speaker seems {named}."
-    cited = [f"{r.cue} [{r.cue_id}]" if r.cue_id else r.cue for r in prediction.rationale if r.cue]
-    if cited:
-        text += " Evidence: " + "; ".join(cited) + "."
-    return text
+def json_answer(prediction, clip_id: str) -> dict[str, Any]:
+    """The scriptable contract: the one prediction record (``emotions``, ``rationale``, ``answer``, ``id``...)."""
+    from affectllm.records import prediction_record
 
-
-def json_answer(prediction) -> dict[str, Any]:
-    """The scriptable contract: exactly emotions, rationale and answer."""
-    return {
-        "emotions": list(prediction.emotions),
-        "rationale": [r.to_dict() for r in prediction.rationale],
-        "answer": answer_text(prediction),
-    }
+    return prediction_record(clip_id, prediction, include_raw=False)
 
 
 def _words(text: str) -> set[str]:
@@ -209,9 +177,7 @@ def summary_lines(prediction, clip=None) -> list[str]:
     reader should see that without running the grounding metric."""
     evidence: dict[str, str] = {}
     if clip is not None:
-        from affectllm.textualize.render import assign_ids, cue_line
-
-        evidence = {cid: cue_line(cid, cue).split(" ", 1)[1] for cid, cue in assign_ids(clip.cues)}
+        evidence = {e.id: e.text.split(" ", 1)[1] for e in clip.evidence()}
     lines = []
     if prediction.emotions:
         lines.append("Emotions: " + ", ".join(prediction.emotions))
@@ -319,17 +285,26 @@ def repl(session, out=None, analyse_first: bool = True) -> int:
 
 
 def _reply(session, text: str | None, out) -> None:
-    """Stream one reply; for structured tasks follow it with the parsed emotions and cited evidence."""
+    """One reply. Prose replies stream as they are decoded; a structured answer (the first turn of the ov and
+    closed tasks) is shown as a sentence with the emotions and the evidence it cites, not as raw JSON."""
+    from affectllm.records import answer_text
+
     try:
-        _stream_to(out, session.stream_reply(text))
+        if session.expects_structured_reply(text):
+            session.ask(text)
+        else:
+            _stream_to(out, session.stream_reply(text))
+            return
     except KeyboardInterrupt:
         out.write("\n(stopped)\n")
         return
     pred = session.last_prediction
-    if session.reasoner.task != "chat" and pred is not None and session.turns[-1].prediction is pred:
-        lines = summary_lines(pred, session.clip)
-        if lines:
-            out.write("\n".join(lines) + "\n")
+    if pred is None:
+        return
+    out.write(answer_text(pred) + "\n")
+    lines = summary_lines(pred, session.clip)
+    if lines:
+        out.write("\n".join(lines) + "\n")
 
 
 def _command(session, text: str, out) -> None:
@@ -337,8 +312,6 @@ def _command(session, text: str, out) -> None:
     arg = arg.strip()
     if name == "/cues":
         out.write(session.evidence_text() + "\n")
-        if session.clip.transcript:
-            out.write(f'Transcript: "{session.clip.transcript}"\n')
         for warning in session.clip.warnings:
             out.write(f"(warning: {warning})\n")
     elif name == "/save":
@@ -363,7 +336,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Textualize CLIP (video, audio, or a transcript .txt; sidecars <stem>.openface.csv and "
             "<stem>.captions.json are picked up), then answer QUESTION and exit, or open an interactive "
-            "session with streaming replies. --json prints {emotions, rationale, answer}."
+            "session with streaming replies. --json prints the prediction record {id, emotions, rationale, "
+            "answer, ...}; without it the answer is shown as prose with the evidence it cites."
         ),
     )
     parser.add_argument("clip", help="video/audio file, or a transcript-only .txt")
@@ -371,11 +345,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "question", nargs="?", help="answer this and exit (default: interactive session); right after CLIP"
     )
     # argparse cannot take an optional positional after options, so scripts may prefer the flag form.
-    parser.add_argument("-q", "--question", dest="question_flag", metavar="QUESTION", help="same as QUESTION")
-    parser.add_argument("--json", action="store_true", help="print {emotions, rationale, answer} as JSON")
+    parser.add_argument("--question", dest="question_flag", metavar="QUESTION", help="same as QUESTION")
+    parser.add_argument("--json", action="store_true", help="print the prediction record as JSON")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no status lines on stderr")
     add_model_arguments(parser)
     add_textualize_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def _status(args: argparse.Namespace, message: str) -> None:
+    # A one-shot answer on a CPU takes seconds to minutes: say what is happening, on stderr so --json stays clean.
+    if not args.quiet:
+        print(f"affectllm: {message}", file=sys.stderr, flush=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -383,29 +364,31 @@ def run(args: argparse.Namespace) -> int:
         if args.question:
             raise InputError(None, "give the question once: as QUESTION or with --question")
         args.question = args.question_flag
-    clip = load_clip(args.clip, textualize_options(args))
+    settings = prompt_settings(args)  # validate the prompt options before any heavy work
+    _status(args, f"reading the evidence in {args.clip} ...")
+    clip = load_clip(args)
+    _status(args, f"{len(clip.evidence())} evidence lines; loading the model ...")
     try:
-        return _run(args, clip)
+        return _run(args, clip, settings.task)
     except ConnectionError as exc:
         # A server that is down or refuses the key: say so plainly, as for bad input.
         print(f"affectllm: error: {exc}", file=sys.stderr)
         return 2
 
 
-def _run(args: argparse.Namespace, clip) -> int:
+def _run(args: argparse.Namespace, clip, task: str) -> int:
     reasoner = reasoner_from_args(args)
     try:
         session = reasoner.chat(clip)
         if args.json:
             # One structured answer, even without a question: scripts need the contract, not a REPL.
+            _status(args, "answering ...")
             session.ask(args.question)
-            print(json.dumps(json_answer(session.last_prediction), ensure_ascii=False))
+            print(json.dumps(json_answer(session.last_prediction, clip.clip_id), ensure_ascii=False))
             return 0
         if args.question:
-            _stream_to(sys.stdout, session.stream_reply(args.question))
-            pred = session.last_prediction
-            if pred is not None and args.task != "chat":
-                print("\n".join(summary_lines(pred, clip)))
+            _status(args, "answering ...")
+            _reply(session, args.question, sys.stdout)
             return 0
         # Piped stdin drives the same loop, so sessions can be scripted (and tested).
         print(_clip_header(clip, reasoner), file=sys.stderr)

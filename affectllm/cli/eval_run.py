@@ -75,40 +75,30 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def build_reasoner(task: Any, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
-    """An EmotionReasoner configured from the task (prompt, labels, cues shown) and the model options."""
+    """The task's reasoner (its prompt settings, decoding and parser policy) on the backend the options name."""
     from affectllm.cli.chat import chosen_backend
     from affectllm.reasoner import load_reasoner
     from affectllm.tasks import generation_config
 
     generation = generation_config(task, {"max_new_tokens": args.max_tokens, "temperature": args.temperature})
-    few_shot = args.few_shot if args.few_shot is not None else task.few_shot
-    backend = chosen_backend(args)
     reasoner = load_reasoner(
-        backend=backend,
+        backend=chosen_backend(args),
         model=args.model,
         adapter=args.adapter,
         base_url=args.base_url,
         api_key_env=args.api_key_env,
-        task=task.prompt_task,
+        task=task,
         generation=generation,
-        few_shot=few_shot,
-        labels=task.labels if task.prompt_task == "closed" else None,
-        modalities=task.modalities,
-        max_cue_tokens=task.max_cue_tokens,
+        few_shot=args.few_shot,
     )
-    reasoner.template = task.template
-    if not task.parser_labels and reasoner.labels:
-        from affectllm.parsing import parse_answer
-
-        # The prompt shows the label set, but the parser keeps the model's own word (no snapping).
-        reasoner.parse = lambda text, clip=None: parse_answer(text, clip=clip, labels=None)
     loaded = reasoner.backend
     identity = {
-        "backend": getattr(loaded, "name", backend),
+        "backend": getattr(loaded, "name", args.backend),
         "model": str(getattr(loaded, "model_id", None) or getattr(loaded, "model", None) or args.model),
         "adapter": args.adapter
         or (str(getattr(loaded, "adapter", None)) if getattr(loaded, "adapter", None) else None),
-        "few_shot": reasoner.few_shot,
+        "few_shot": reasoner.settings.few_shot,
+        "closed_decoding": reasoner.settings.closed_decoding,
         "max_new_tokens": generation.max_new_tokens,
         "temperature": generation.temperature,
     }

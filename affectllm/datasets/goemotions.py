@@ -41,9 +41,13 @@ def read_ekman_mapping(data_dir: Path) -> dict[str, str]:
 
 
 def load_goemotions(
-    data_dir: Path, split: str, taxonomy: str = "fine", drop_neutral: bool = False, **_: Any
+    data_dir: Path, split: str, taxonomy: str = "fine", drop_neutral: bool = False, min_labels: int = 1
 ) -> list[dict[str, Any]]:
-    """One row per comment: ``labels`` = all annotated emotion names (multi-label), ``label`` = the first."""
+    """One row per comment: ``labels`` = all annotated emotion names (multi-label), ``label`` = the first.
+
+    ``min_labels`` keeps only comments with at least that many emotions (after ``drop_neutral``): a training
+    source of multi-label rows teaches a model to name several emotions when several are there.
+    """
     names = read_emotion_names(data_dir)
     if taxonomy not in ("fine", "ekman"):
         raise InputError(None, f"unknown GoEmotions taxonomy {taxonomy!r}; use fine or ekman")
@@ -69,6 +73,8 @@ def load_goemotions(
             labels = [x for x in labels if x != "neutral"]
             if not labels:
                 continue
+        if len(labels) < min_labels:
+            continue
         rows.append(
             make_row(
                 row["id"].strip(),

@@ -27,7 +27,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from affectllm.metrics import MetricSpec, register_metric
-from affectllm.schema import COARSE_MODALITY, CUE_ID_PREFIX, Clip, Cue, RationaleItem, normalize_modality
+from affectllm.schema import (
+    COARSE_MODALITY,
+    CUE_ID_PATTERN,
+    CUE_ID_PREFIX,
+    Clip,
+    Cue,
+    RationaleItem,
+    normalize_modality,
+)
 
 if TYPE_CHECKING:
     from affectllm.embeddings import Embedder
@@ -43,7 +51,7 @@ DEFAULT_GROUNDING_THRESHOLD = 0.5
 
 _PREFIX_MODALITY = {prefix: COARSE_MODALITY[mod] for mod, prefix in CUE_ID_PREFIX.items()}
 # Citation ids as the renderer assigns them (A1, F12, S3, L1); ids start at 1, so "F0" (pitch) is no id.
-_ID = r"[AFSL][1-9]\d{0,2}"
+_ID = CUE_ID_PATTERN
 _ID_RE = re.compile(rf"(?<![A-Za-z0-9_])({_ID})(?![A-Za-z0-9_])")
 _BRACKETED_IDS_RE = re.compile(rf"[\[(]\s*{_ID}(?:\s*[,;/&]\s*{_ID}|\s+and\s+{_ID})*\s*[\])]")
 _LEADING_ID_RE = re.compile(rf"^\s*(?:{_ID})(?:\s*[,;/&]\s*{_ID})*\s*[:.)\-–]?\s+")
@@ -532,10 +540,11 @@ def evidence_lines(evidence: Clip | Sequence[Cue] | Sequence[str] | str) -> list
     Accepts a ``Clip``, a list of ``Cue`` (ids assigned as the prompt shows them), a list of lines, or a
     rendered block (modality headers are skipped).
     """
-    from affectllm.textualize.render import MODALITY_TITLES, assign_ids, cue_line
+    from affectllm.schema import Evidence
+    from affectllm.textualize.render import MODALITY_TITLES
 
     if isinstance(evidence, Clip):
-        evidence = evidence.cues
+        return [e.text for e in evidence.evidence()]
     if isinstance(evidence, str):
         headers = {f"{t}:" for t in MODALITY_TITLES.values()}
         return [
@@ -544,12 +553,12 @@ def evidence_lines(evidence: Clip | Sequence[Cue] | Sequence[str] | str) -> list
             if line.strip()
             and line.strip() not in headers
             and not line.strip().endswith("omitted for length)")
-            and not line.strip().startswith("No non-verbal evidence was extracted")
+            and not line.strip().startswith("No evidence was extracted")
         ]
     items = list(evidence)
     if items and all(isinstance(c, Cue) for c in items):
-        return [cue_line(cid, cue) for cid, cue in assign_ids(items)]
-    return [str(c) for c in items]
+        return [e.text for e in Clip("", items).evidence()]
+    return [c.text if isinstance(c, Evidence) else str(c) for c in items]
 
 
 def grounding_scores(

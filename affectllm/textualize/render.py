@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
-from affectllm.schema import CUE_ID_PREFIX, MODALITIES, Clip, Cue, normalize_modality
+from affectllm.schema import CUE_ID_PREFIX, MODALITIES, Clip, Cue, Evidence, normalize_modality
 
 MODALITY_TITLES: dict[str, str] = {
     "acoustic": "Acoustic (voice and prosody)",
@@ -90,11 +90,15 @@ def render_cues(
     (extractors emit their most salient cues first), so no modality is starved; the block then says how many
     cues were left out. Ids are assigned before filtering so citations stay stable across budgets.
     """
-    cues = clip_or_cues.cues if isinstance(clip_or_cues, Clip) else list(clip_or_cues)
+    if isinstance(clip_or_cues, Clip):
+        evidence = clip_or_cues.evidence()
+    else:
+        evidence = [Evidence(cid, c, cue_line(cid, c)) for cid, c in assign_ids(list(clip_or_cues))]
+    cues = [e.cue for e in evidence]
     wanted = None if modalities is None else {normalize_modality(m) for m in modalities}
-    identified = [(cid, c) for cid, c in assign_ids(cues) if wanted is None or c.modality in wanted]
+    identified = [(e.id, e.cue) for e in evidence if wanted is None or e.cue.modality in wanted]
     if not identified:
-        return "No non-verbal evidence was extracted for this clip."
+        return "No evidence was extracted for this clip."
 
     keep = _select_within_budget(cues, identified, max_tokens, count_tokens, with_headers)
     lines: list[str] = []

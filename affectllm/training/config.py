@@ -78,6 +78,9 @@ class DataSource:
     split: str = "train"
     #: keep at most this many rows (after shuffling with the data seed); None keeps all
     limit: int | None = None
+    #: an evaluation task (eval/*.yaml name or path) whose input and prompt settings this source's rows are
+    #: built with, so training prompts equal what ``affectllm eval run`` asks; the split stays this source's
+    eval_task: str | None = None
     #: "ov" (open vocabulary) or "closed" (answer from the dataset's label set); None: the dataset's default
     task: str | None = None
     #: previous dialogue turns shown as context (MELD, EmoryNLP)
@@ -88,8 +91,8 @@ class DataSource:
     cues_jsonl: str | None = None
     #: keyword options for the dataset's converter (e.g. {version: v1} for EMER, {drop_neutral: true})
     options: dict[str, Any] = field(default_factory=dict)
-    #: textualize each row's media with these modalities (e.g. [audio] for EmoDB/RAVDESS); cached per clip
-    textualize: list[str] | None = None
+    #: extractors run on each row's media (e.g. [audio] for EmoDB/RAVDESS; cached per clip); none by default
+    extractors: list[str] | None = None
 
 
 @dataclass
@@ -107,7 +110,8 @@ class DataArgs:
     max_cue_tokens: int | None = None
     template: str | None = None
     seed: int = 42
-    #: GRPO only: drop open-vocabulary rows whose gold maps to no emotion-wheel word (ew_f1 would abstain)
+    #: drop open-vocabulary rows whose gold maps to no emotion-wheel word ("neutral"): EW scoring gives such
+    #: an answer nothing, and GRPO's ew_f1 reward would abstain on it
     require_wheel_gold: bool = True
     #: allow sources from dev/test splits (never for real training; for smoke tests of the pipeline only)
     allow_eval_splits: bool = False

@@ -26,10 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from affectllm.clips import clip_from_row, load_clips_jsonl
 from affectllm.errors import InputError
 from affectllm.prompting import build_messages, build_prompt_text, format_answer
 from affectllm.schema import LINGUISTIC, Clip, Cue, RationaleItem
-from affectllm.textualize.render import assign_ids, cue_line
+from affectllm.settings import ClipSettings, PromptSettings, settings_from_task
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,16 @@ def load_source_rows(source: Any, root: Path, allow_eval_splits: bool = False) -
             "inflate every dev/test number (set data.allow_eval_splits only for pipeline smoke tests)",
         )
     options: dict[str, Any] = dict(getattr(source, "options", None) or {})
-    if source.dataset in ("meld", "emorynlp") and getattr(source, "context_turns", None) is not None:
+    if getattr(source, "eval_task", None):
+        from affectllm.tasks import load_task
+
+        # The task's converter options (its context window, ...) make the rows the task reads.
+        task = load_task(source.eval_task)
+        if task.dataset == source.dataset:
+            options = {**task.dataset_options, **options}
+        if task.context and task.context_turns is not None:
+            options.setdefault("context_turns", task.context_turns)
+    elif source.dataset in ("meld", "emorynlp") and getattr(source, "context_turns", None) is not None:
         options.setdefault("context_turns", source.context_turns)
     return load_dataset_rows(source.dataset, source_dir(source, root), split, final=evaluation, **options)
 
@@ -141,77 +151,40 @@ def label_set_for(dataset: str, rows: Sequence[dict[str, Any]] = ()) -> list[str
     return sorted({str(r["label"]) for r in rows if r.get("label")})
 
 
-def row_task(row: dict[str, Any], source_task: str | None) -> str:
-    """``"ov"`` or ``"closed"`` for a row: the source's explicit task, else the dataset's nature."""
-    if source_task:
-        return source_task
-    dataset = str(row.get("dataset") or "").lower()
-    if dataset in _OV_DATASETS or not row.get("label"):
-        return "ov"
-    return "closed"
+def source_settings(
+    data: Any, source: Any, label_set: Sequence[str]
+) -> tuple[str, ClipSettings, PromptSettings]:
+    """(prompt task, clip settings, prompt settings) for one recipe source.
 
+    A source with ``eval_task`` takes that task's settings whole, so its training prompts are exactly what
+    ``affectllm eval run`` asks. Otherwise they come from the recipe's ``data`` section and the source's
+    fields. Either way the prompt is built by the same :func:`~affectllm.prompting.build_messages` from the same
+    :func:`~affectllm.clips.clip_from_row` clip as every other caller's.
+    """
+    if source.eval_task:
+        from affectllm.tasks import load_task
 
-def load_cues_jsonl(path: str | Path) -> dict[str, Clip]:
-    """Clips from an ``affectllm textualize --json``/batch JSONL file, keyed by clip id."""
-    from affectllm.batch import read_jsonl
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(path, "cues file not found")
-    clips: dict[str, Clip] = {}
-    try:
-        records = read_jsonl(path)
-    except ValueError as exc:
-        raise InputError(path, str(exc)) from None
-    for i, record in enumerate(records, 1):
-        if "error" in record:
-            continue
-        try:
-            clip = Clip.from_dict(record)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(path, f"not a textualized clip ({exc})", line=i) from None
-        clips[clip.clip_id] = clip
-        # Batch textualize keys records by the manifest id; keep both spellings reachable.
-        if "id" in record:
-            clips[str(record["id"])] = clip
-    return clips
-
-
-def row_clip(
-    row: dict[str, Any],
-    cues: dict[str, Clip] | None = None,
-    textualize: Sequence[str] | None = None,
-) -> Clip:
-    """The Clip a prompt is built from: precomputed cues when given, media textualized when asked, else the
-    transcript alone (the text-only setting, which is how evaluation reads transcript-only datasets)."""
-    row_id = str(row["id"])
-    transcript = (row.get("transcript") or "").strip() or None
-    if cues and row_id in cues:
-        clip = cues[row_id]
-        return Clip(clip.clip_id, list(clip.cues), clip.media, transcript or clip.transcript, clip.duration)
-    if row.get("cues"):
-        return Clip(
-            row_id,
-            [c if isinstance(c, Cue) else Cue.from_dict(c) for c in row["cues"]],
-            transcript=transcript,
-        )
-    if textualize and (row.get("media") or row.get("au_csv")):
-        from affectllm.textualize import textualize_clip
-
-        # The row's transcript text (a manifest field) is used as is; the dataset's reference text replaces
-        # ASR, which saves seconds per clip and adds no recognition errors.
-        clip = textualize_clip(row, modalities=tuple(textualize), asr=None, sex=row.get("sex") or None)
-        clip.transcript = transcript or clip.transcript
-        return clip
-    return Clip(row_id, [], media=row.get("media"), transcript=transcript)
-
-
-def evidence_lines(clip: Clip) -> list[str]:
-    """The clip's evidence as the rendered lines the prompt shows (with citation ids), plus the transcript."""
-    lines = [cue_line(cid, cue) for cid, cue in assign_ids(clip.cues)]
-    if clip.transcript:
-        lines.append(f'transcript: "{clip.transcript}"')
-    return lines
+        # The task may read another dataset of the same kind (MER2023 train rows with the OV-MERD subtitle
+        # task, whose clips are MER2023 samples): its prompt and input settings are what carries over.
+        task = load_task(source.eval_task)
+        clip_settings, prompt_settings = settings_from_task(task)
+        return task.prompt_task, clip_settings.replace(asr=None), prompt_settings
+    task_name = source.task or ("ov" if source.dataset in _OV_DATASETS else "closed")
+    clip_settings = ClipSettings(
+        source="media" if source.extractors else "transcript",
+        extractors=tuple(source.extractors or ()),
+        context=True,
+        asr=None,
+    )
+    prompt_settings = PromptSettings(
+        task=task_name,
+        template=data.template,
+        labels=tuple(label_set) if task_name == "closed" else (),
+        few_shot=-1 if data.few_shot is True else int(data.few_shot or 0),
+        modalities=data.modalities,
+        max_cue_tokens=data.max_cue_tokens,
+    )
+    return task_name, clip_settings, prompt_settings
 
 
 # ---------------------------------------------------------------------------------------------- rationale
@@ -236,7 +209,9 @@ def _salience(cue: Cue) -> int:
     return 0
 
 
-def derived_rationale(clip: Clip, max_items: int = _DERIVED_CITATIONS) -> list[RationaleItem]:
+def derived_rationale(
+    clip: Clip, max_items: int = _DERIVED_CITATIONS, modalities: Sequence[str] | None = None
+) -> list[RationaleItem]:
     """A rationale that cites the clip's own evidence (for rows without a human one).
 
     It teaches the answer format and the habit of citing real evidence lines by id — never evidence the clip
@@ -245,12 +220,14 @@ def derived_rationale(clip: Clip, max_items: int = _DERIVED_CITATIONS) -> list[R
     notable readings ("high", "falling", "very fast") over plain measurements.
     """
     items: list[RationaleItem] = []
-    ids = {id(cue): cid for cid, cue in assign_ids(clip.cues)}
-    if clip.transcript and not any(c.modality == LINGUISTIC for c in clip.cues):
-        items.append(RationaleItem(cue=f'says "{_short_quote(clip.transcript)}"', modality=LINGUISTIC))
+    evidence = clip.evidence()
+    ids = {id(e.cue): e.id for e in evidence}
+    texts = {e.id: e.text for e in evidence}
     by_modality: dict[str, list[Cue]] = {}
-    for cue in clip.cues:
-        by_modality.setdefault(cue.modality, []).append(cue)
+    for e in evidence:
+        # Only what the prompt shows may be cited (an acoustic-only task hides the words).
+        if modalities is None or e.cue.modality in modalities:
+            by_modality.setdefault(e.cue.modality, []).append(e.cue)
     for queue in by_modality.values():
         queue.sort(key=_salience)  # stable: extractor order within each salience class
     order = [LINGUISTIC] + [m for m in by_modality if m != LINGUISTIC]
@@ -261,8 +238,16 @@ def derived_rationale(clip: Clip, max_items: int = _DERIVED_CITATIONS) -> list[R
                 continue
             cue = queue.pop(0)
             cid = ids[id(cue)]
+            if cue.modality == LINGUISTIC:
+                # What was said is cited by a short quote, not the whole line again.
+                items.append(
+                    RationaleItem(
+                        cue=f'says "{_short_quote(str(cue.value or ""))}"', modality=LINGUISTIC, cue_id=cid
+                    )
+                )
+                continue
             # "pitch: low and falling (mean 180 Hz, ...)" -> "pitch: low and falling": the gist, not the numbers.
-            body = cue_line(cid, cue).split(": ", 1)[-1].split(" (", 1)[0].strip()
+            body = texts[cid].split(": ", 1)[-1].split(" (", 1)[0].strip()
             items.append(RationaleItem(cue=f"{cue.name}: {body}", modality=cue.modality, cue_id=cid))
     return items
 
@@ -337,29 +322,15 @@ def _cues_for(source: Any, root: Path, cache: dict[str, dict[str, Clip]]) -> dic
     full = Path(path).expanduser()
     full = full if full.is_absolute() else root / full
     if str(full) not in cache:
-        cache[str(full)] = load_cues_jsonl(full)
+        cache[str(full)] = load_clips_jsonl(full)
     return cache[str(full)]
 
 
-def _messages(
-    data: Any, clip: Clip, row: dict[str, Any], task: str, labels: list[str]
-) -> list[dict[str, Any]]:
-    return build_messages(
-        clip,
-        task=task,
-        context=row.get("context") or None,
-        labels=labels if task == "closed" else None,
-        few_shot=data.few_shot,
-        modalities=data.modalities,
-        max_cue_tokens=data.max_cue_tokens,
-        template=data.template,
-        speaker=row.get("speaker") or None,
-    )
-
-
-def _usable_clip(source: Any, row: dict[str, Any], root: Path, cache: dict, report: BuildReport, name: str):
+def _usable_clip(
+    row: dict[str, Any], settings: ClipSettings, cues: dict[str, Clip] | None, report: BuildReport, name: str
+) -> Clip | None:
     try:
-        return row_clip(row, _cues_for(source, root, cache), getattr(source, "textualize", None))
+        return clip_from_row(row, settings, cues)
     except InputError as exc:
         # One unreadable clip must not stop a build over thousands; it is counted and reported.
         report.add(report.dropped_unusable, name)
@@ -383,24 +354,30 @@ def build_sft_rows(
     count_text = text_token_counter(tokenizer) if tokenizer is not None else None
     root = data.resolved_root()
     cache: dict[str, dict[str, Clip]] = {}
+    wheel_check = _wheel_gold_checker() if data.require_wheel_gold else None
     out: list[dict[str, Any]] = []
     for source, row, label_set in _sources_rows(data, report):
         name = f"{source.dataset}:{source.split}"
-        task = row_task(row, source.task)
+        task, clip_settings, prompt_settings = source_settings(data, source, label_set)
         emotions = gold_emotions(row, task)
         if not emotions or (task == "closed" and not label_set):
             report.add(report.dropped_unusable, name)
             continue
-        clip = _usable_clip(source, row, root, cache, report, name)
+        if wheel_check is not None and task == "ov" and not wheel_check(emotions):
+            # "neutral" and other words outside every emotion wheel score nothing in open-vocabulary
+            # evaluation; training on them teaches the model an answer that can only lose.
+            report.add(report.dropped_unusable, name)
+            continue
+        clip = _usable_clip(row, clip_settings, _cues_for(source, root, cache), report, name)
         if clip is None:
             continue
         if row.get("rationale"):
             rationale, origin = human_rationale(str(row["rationale"])), "human"
         elif source.rationale == "derived":
-            rationale, origin = derived_rationale(clip), "derived"
+            rationale, origin = derived_rationale(clip, modalities=prompt_settings.modalities), "derived"
         else:
             rationale, origin = [], "none"
-        messages = _messages(data, clip, row, task, label_set)
+        messages = build_messages(clip, prompt_settings)
         answer = format_answer(emotions, rationale, task=task, clip=clip)
         if count_prompt is not None:
             n_prompt = count_prompt(messages)
@@ -444,7 +421,7 @@ def build_grpo_rows(
     out: list[dict[str, Any]] = []
     for source, row, label_set in _sources_rows(data, report):
         name = f"{source.dataset}:{source.split}"
-        task = row_task(row, source.task)
+        task, clip_settings, prompt_settings = source_settings(data, source, label_set)
         emotions = gold_emotions(row, "ov")
         if not emotions or (task == "closed" and not (row.get("label") and label_set)):
             report.add(report.dropped_unusable, name)
@@ -452,10 +429,10 @@ def build_grpo_rows(
         if wheel_check is not None and task == "ov" and not wheel_check(emotions):
             report.add(report.dropped_unusable, name)
             continue
-        clip = _usable_clip(source, row, root, cache, report, name)
+        clip = _usable_clip(row, clip_settings, _cues_for(source, root, cache), report, name)
         if clip is None:
             continue
-        messages = _messages(data, clip, row, task, label_set)
+        messages = build_messages(clip, prompt_settings)
         too_long = (
             count_prompt is not None
             and data.max_prompt_tokens is not None
@@ -470,7 +447,7 @@ def build_grpo_rows(
                 "labels": emotions,
                 "label": str(row["label"]) if task == "closed" else "",
                 "label_set": list(label_set) if task == "closed" else [],
-                "evidence": evidence_lines(clip),
+                "evidence": [e.text for e in clip.evidence()],
                 "id": str(row["id"]),
                 "dataset": str(row.get("dataset") or source.dataset),
                 "task": task,

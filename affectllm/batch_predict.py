@@ -1,0 +1,150 @@
+"""Resumable batch prediction over a manifest: the library side of ``affectllm predict``.
+
+Each manifest line names one clip (``{"id", "media"?, "transcript"?, "au_csv"?, "captions"?, "speaker"?,
+"context"?, "question"?}``, paths relative to the manifest) or carries extracted evidence (``affectllm
+textualize --json`` output). Clips are built by :func:`affectllm.clips.clip_from_row` and answered by an
+:class:`~affectllm.reasoner.EmotionReasoner`; each result is one prediction record
+(:mod:`affectllm.records`), appended and flushed per clip, so an interrupted run loses nothing finished and a
+rerun skips finished clips and retries failed ones. A clip that fails is recorded and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from affectllm.clips import MEDIA_KEYS, clip_from_row, row_id
+from affectllm.errors import InputError
+from affectllm.records import prediction_record
+from affectllm.settings import ClipSettings
+
+PATH_KEYS = (*MEDIA_KEYS, "au_csv", "captions", "transcript_file")
+
+
+@dataclass
+class PredictSummary:
+    """What a ``predict`` call did."""
+
+    total: int
+    predicted: int
+    failed: int
+    skipped: int
+    seconds: float
+    out: Path
+
+
+def read_manifest(path: str | Path, limit: int | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """Manifest rows with their ids, paths made absolute relative to the manifest's folder."""
+    from affectllm.batch import read_manifest as read_rows
+
+    path = Path(path)
+
+    def identify(row: dict[str, Any], lineno: int) -> str:
+        try:
+            return row_id(row)
+        except InputError as exc:
+            raise InputError(path, exc.problem, line=lineno) from None
+
+    rows = read_rows(path, row_id=identify, limit=limit)
+    for _, row in rows:
+        for key in PATH_KEYS:
+            value = row.get(key)
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                row[key] = str((path.parent / value).resolve())
+        transcript = row.get("transcript")
+        if isinstance(transcript, str) and not Path(transcript).is_absolute():
+            candidate = path.parent / transcript
+            # "transcript" naming a file beside the manifest (a path, not words) is read from there.
+            if " " not in transcript.strip() and candidate.suffix.lower() in (".txt", ".srt", ".vtt"):
+                row["transcript_file"] = str(candidate.resolve())
+                del row["transcript"]
+    return rows
+
+
+def predict(
+    manifest: str | Path,
+    out: str | Path,
+    reasoner: Any,
+    clip_settings: ClipSettings | None = None,
+    batch_size: int = 8,
+    limit: int | None = None,
+    retry_failed: bool = True,
+    include_raw: bool = True,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> PredictSummary:
+    """Predict every clip of ``manifest`` into the JSONL ``out`` (resumable; see the module docstring)."""
+    from tqdm import tqdm
+
+    from affectllm.batch import ResumableJSONL
+
+    if batch_size < 1:
+        raise InputError(None, "batch_size must be at least 1")
+    if limit is not None and limit < 1:
+        raise InputError(None, "limit must be at least 1")
+    settings = clip_settings or ClipSettings()
+    rows = read_manifest(manifest, limit)
+    writer = ResumableJSONL(out, id_key="id", retry_failed=retry_failed)
+    pending = [(i, r) for i, r in rows if not writer.should_skip(i)]
+    started = time.perf_counter()
+    failed = 0
+    bar = tqdm(total=len(pending), desc="predict", unit="clip", disable=not progress, file=sys.stderr)
+    batch: list[tuple[str, dict[str, Any], Any]] = []
+
+    def flush() -> None:
+        nonlocal failed
+        if not batch:
+            return
+        results = reasoner.predict_batch(
+            [clip for _, _, clip in batch],
+            batch_size=len(batch),
+            questions=[row.get("question") for _, row, _ in batch],
+            return_exceptions=True,
+        )
+        for (item_id, _, clip), result in zip(batch, results, strict=True):
+            if isinstance(result, Exception):
+                writer.write_error(item_id, result, emotions=[])
+                failed += 1
+            else:
+                writer.write(prediction_record(item_id, result, clip, include_raw=include_raw))
+        bar.update(len(batch))
+        batch.clear()
+
+    try:
+        for item_id, row in pending:
+            try:
+                clip = clip_from_row({**row, "id": item_id}, settings)
+            except Exception as exc:
+                # A corrupt or missing file fails this clip only; the error names it in the output.
+                writer.write_error(item_id, exc, emotions=[])
+                failed += 1
+                bar.update(1)
+                continue
+            batch.append((item_id, row, clip))
+            if len(batch) >= batch_size:
+                flush()
+        flush()
+    finally:
+        bar.close()
+    writer.compact([i for i, _ in rows])
+    summary = PredictSummary(
+        total=len(rows),
+        predicted=len(pending) - failed,
+        failed=failed,
+        skipped=len(rows) - len(pending),
+        seconds=time.perf_counter() - started,
+        out=Path(out),
+    )
+    if log is not None:
+        log(
+            f"{summary.predicted} predicted, {summary.failed} failed, {summary.skipped} already done "
+            f"({summary.seconds:.1f} s) -> {out}"
+        )
+    return summary
+
+
+__all__ = ["PredictSummary", "predict", "read_manifest"]

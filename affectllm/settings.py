@@ -1,0 +1,207 @@
+"""The settings objects the one row → clip → messages path is configured with.
+
+``ClipSettings`` says how a dataset row, manifest row or path becomes a :class:`~affectllm.schema.Clip` (which
+input to read, which extractors run on media, whether the dialogue context comes along); ``PromptSettings``
+says how a clip becomes chat messages (template, task, label set, few-shot examples, the evidence shown).
+
+Both are frozen and built whole from a task YAML (``from_task``), a recipe data source or CLI flags, then
+passed along as one object: a training row and an evaluation row built from the same settings give identical
+messages, which is what ``tests/test_prompt_parity.py`` holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from affectllm.errors import InputError
+from affectllm.schema import normalize_modality
+
+# The extractors ``textualize_clip`` can run on media. "Modalities" always means cue modalities
+# (acoustic, facial, visual-scene, linguistic); "extractors" names what runs.
+EXTRACTORS: tuple[str, ...] = ("audio", "face", "scene")
+EXTRACTOR_ALIASES: dict[str, str] = {
+    "audio": "audio",
+    "speech": "audio",
+    "acoustic": "audio",
+    "face": "face",
+    "facial": "face",
+    "au": "face",
+    "scene": "scene",
+    "visual-scene": "scene",
+    "captions": "scene",
+}
+CLIP_SOURCES: tuple[str, ...] = ("transcript", "media", "auto")
+PROMPT_TASKS: tuple[str, ...] = ("ov", "closed", "chat")
+CLOSED_DECODING: tuple[str, ...] = ("generate", "likelihood")
+
+
+def parse_extractors(value: str | Iterable[str] | None, where: str = "extractors") -> tuple[str, ...]:
+    """Extractor names from a list or one comma-separated string (the one syntax of every command)."""
+    if value is None:
+        return EXTRACTORS
+    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    out: list[str] = []
+    for item in (i.strip().lower() for i in items):
+        if not item or item in ("none", "off"):
+            continue
+        if item not in EXTRACTOR_ALIASES:
+            raise InputError(
+                None, f"{where}: unknown extractor {item!r}; expected some of {', '.join(EXTRACTORS)}"
+            )
+        if EXTRACTOR_ALIASES[item] not in out:
+            out.append(EXTRACTOR_ALIASES[item])
+    return tuple(out)
+
+
+def parse_modalities(value: str | Iterable[str] | None, where: str = "modalities") -> tuple[str, ...] | None:
+    """Cue modalities from a list or one comma-separated string; ``None`` means all."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
+    try:
+        return tuple(dict.fromkeys(normalize_modality(i) for i in items if i.strip()))
+    except ValueError as exc:
+        raise InputError(None, f"{where}: {exc}") from None
+
+
+def check_asr_engine(name: str) -> str:
+    """The registry name of an ASR engine; an unknown name is an error up front, not a per-clip warning."""
+    from affectllm.textualize.asr import ASR_ENGINES
+
+    key = name.strip().lower().replace("_", "-")
+    key = {"whisper": "openai-whisper", "fasterwhisper": "faster-whisper"}.get(key, key)
+    if key not in ASR_ENGINES:
+        raise InputError(None, f"unknown ASR engine {name!r}; available: {', '.join(sorted(ASR_ENGINES))}")
+    return key
+
+
+@dataclass(frozen=True)
+class ClipSettings:
+    """How a row or a path becomes a Clip.
+
+    - ``source``: ``transcript`` (what was said, as linguistic cues), ``media`` (textualize the row's media and
+      sidecars; a row without any is an error) or ``auto`` (media when the row has some, else the transcript).
+    - ``extractors``: what runs on media (``audio``, ``face``, ``scene``).
+    - ``context``: keep the row's dialogue context (the turns before the clip) on the clip.
+    - ``asr``: the speech recogniser for media without a transcript (``None`` = none); a row's own transcript
+      always replaces ASR, which saves seconds per clip and adds no recognition errors.
+    - ``options``: further ``textualize_clip`` keywords (``num_frames``, ``face_options``, ...).
+    """
+
+    source: str = "auto"
+    extractors: tuple[str, ...] = EXTRACTORS
+    context: bool = True
+    asr: str | None = "faster-whisper"
+    asr_model: str | None = None
+    use_cache: bool = True
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.source not in CLIP_SOURCES:
+            raise InputError(None, f"input source {self.source!r}: expected one of {', '.join(CLIP_SOURCES)}")
+        object.__setattr__(self, "extractors", parse_extractors(self.extractors))
+        if self.asr is not None:
+            object.__setattr__(self, "asr", check_asr_engine(self.asr))
+        if isinstance(self.options, Mapping):
+            object.__setattr__(self, "options", tuple(sorted(dict(self.options).items())))
+
+    def textualize_options(self) -> dict[str, Any]:
+        return dict(self.options)
+
+    def replace(self, **changes: Any) -> ClipSettings:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class PromptSettings:
+    """How a Clip becomes chat messages.
+
+    - ``task``: ``ov`` (open vocabulary), ``closed`` (one label of ``labels``) or ``chat`` (prose).
+    - ``template``: a ``prompts/`` id or YAML path; ``None`` = the task's default.
+    - ``few_shot``: how many hand-written examples precede the clip (0 = none).
+    - ``modalities`` / ``max_cue_tokens``: which evidence is shown and its token budget (ids never change).
+    - ``question``: replaces the template's default question.
+    - ``closed_decoding``: for closed label sets, ``generate`` the answer freely or pick the ``likelihood``-best
+      label (backends with log-probabilities only).
+    """
+
+    task: str = "ov"
+    template: str | None = None
+    labels: tuple[str, ...] = ()
+    few_shot: int = 0
+    modalities: tuple[str, ...] | None = None
+    max_cue_tokens: int | None = None
+    question: str | None = None
+    closed_decoding: str = "generate"
+    extra: tuple[tuple[str, Any], ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        from affectllm.prompting import normalize_task
+
+        try:
+            object.__setattr__(self, "task", normalize_task(self.task))
+        except ValueError as exc:
+            raise InputError(None, str(exc)) from None
+        object.__setattr__(self, "labels", tuple(str(x) for x in self.labels or ()))
+        if self.few_shot is True:
+            object.__setattr__(self, "few_shot", -1)  # the template's own default count
+        object.__setattr__(self, "few_shot", int(self.few_shot or 0))
+        object.__setattr__(self, "modalities", parse_modalities(self.modalities))
+        if self.task == "closed" and not self.labels:
+            raise InputError(None, "task 'closed' needs the label set (labels=[...])")
+        if self.max_cue_tokens is not None and self.max_cue_tokens < 1:
+            raise InputError(None, f"max_cue_tokens must be at least 1, not {self.max_cue_tokens}")
+        if self.closed_decoding not in CLOSED_DECODING:
+            raise InputError(
+                None,
+                f"closed_decoding {self.closed_decoding!r}: expected one of {', '.join(CLOSED_DECODING)}",
+            )
+
+    def replace(self, **changes: Any) -> PromptSettings:
+        return replace(self, **changes)
+
+    @classmethod
+    def from_options(cls, **options: Any) -> PromptSettings:
+        """Settings from keyword options, refusing unknown names (a typo must not pass silently)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(f"unknown prompt settings {unknown}; known: {sorted(known - {'extra'})}")
+        return cls(**options)
+
+
+def settings_from_task(task: Any) -> tuple[ClipSettings, PromptSettings]:
+    """The clip and prompt settings of an evaluation task (``affectllm.tasks.Task``)."""
+    clip = ClipSettings(
+        source=task.source,
+        extractors=task.extractors,
+        context=bool(task.context),
+        asr=task.textualize.get("asr", "faster-whisper"),
+        asr_model=task.textualize.get("asr_model"),
+        options={k: v for k, v in task.textualize.items() if k not in ("asr", "asr_model")},
+    )
+    few_shot = task.few_shot if task.few_shot is not None else 0
+    prompt = PromptSettings(
+        task=task.prompt_task,
+        template=task.template,
+        labels=tuple(task.labels or ()) if task.prompt_task == "closed" else (),
+        few_shot=few_shot,
+        modalities=task.modalities,
+        max_cue_tokens=task.max_cue_tokens,
+        question=task.question,
+        closed_decoding=task.closed_decoding,
+    )
+    return clip, prompt
+
+
+__all__ = [
+    "CLIP_SOURCES",
+    "EXTRACTORS",
+    "ClipSettings",
+    "PromptSettings",
+    "parse_extractors",
+    "parse_modalities",
+    "settings_from_task",
+]
