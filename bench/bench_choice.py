@@ -9,7 +9,8 @@ seconds per sample, with the ratio to free generation. Two calibrations are comp
 template's own user turn around an "N/A" clip (``content_free_clip``).
 
 Raw and calibrated choices come from the same scores (one scoring pass per sample); the rationale is generated
-after the calibrated choice, so the "likelihood" seconds hold scoring, the cached prior and the rationale.
+after the calibrated choice, so the "likelihood" seconds hold scoring, the cached prior and the rationale. Free
+generation and likelihood alternate sample by sample, each from an empty KV cache.
 
     nice -n 19 python bench/bench_choice.py                      # ~40 MELD dev rows on llama.cpp
     nice -n 19 python bench/bench_choice.py --rows 10 --backend transformers
@@ -47,8 +48,14 @@ def _cited_share(predictions: list[Any], clips: list[Any]) -> float | None:
     return cited / total if total else None
 
 
-def _row(name: str, gold: list[str], labels: list[str], answers: list[str | None], seconds: float,
-         cited: float | None) -> dict[str, Any]:  # fmt: skip
+def _row(
+    name: str,
+    gold: list[str],
+    labels: list[str],
+    answers: list[str | None],
+    seconds: float,
+    cited: float | None,
+) -> dict[str, Any]:
     from affectllm.metrics.closed import closed_set_scores
 
     scores = closed_set_scores(gold, answers, labels=labels)
@@ -65,7 +72,9 @@ def _row(name: str, gold: list[str], labels: list[str], answers: list[str | None
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "meld"))
     parser.add_argument("--split", default="dev")
     parser.add_argument("--rows", type=int, default=40)
@@ -99,56 +108,89 @@ def main() -> int:
     )
     backend = reasoner.backend
     conversations = [reasoner.messages(c) for c in clips]
-    print(f"model: {backend.name} {model_name(backend)}; {len(rows)} {args.split} rows; few-shot "
-          f"{reasoner.settings.few_shot}; context turns {args.context_turns}", flush=True)  # fmt: skip
-
-    # Free generation, one conversation at a time (llama.cpp decodes one sequence at a time anyway).
-    free_preds, started = [], time.perf_counter()
-    for messages, clip in zip(conversations, clips, strict=True):
-        text = backend.generate([messages], generation)[0]
-        free_preds.append(parse_answer(text, clip=clip, labels=labels))
-    free_s = (time.perf_counter() - started) / len(rows)
-    print(f"free generation: {free_s:.2f} s/sample", flush=True)
+    print(
+        f"model: {backend.name} {model_name(backend)}; {len(rows)} {args.split} rows; few-shot "
+        f"{reasoner.settings.few_shot}; context turns {args.context_turns}",
+        flush=True,
+    )
 
     # The prior of the template's own user turn around an "N/A" clip: scored once, applied to the raw scores.
     started = time.perf_counter()
     template_free = build_messages(content_free_clip(), reasoner.settings)
-    (template_prior,) = choose_labels(backend, [template_free], labels, generation, calibrate=False, explain=False)
+    (template_prior,) = choose_labels(
+        backend, [template_free], labels, generation, calibrate=False, explain=False
+    )
     prior_s = time.perf_counter() - started
 
-    choices, like_preds, first_s, started = [], [], None, time.perf_counter()
-    for messages, clip in zip(conversations, clips, strict=True):
+    # Both ways, sample by sample, so a busy machine slows both alike. Each starts from an empty llama.cpp KV
+    # cache: otherwise the second would find the first's prompt already evaluated.
+    def fresh_cache() -> None:
+        if hasattr(getattr(backend, "llm", None), "reset"):
+            backend.llm.reset()
+
+    free_preds, choices, like_preds = [], [], []
+    free_total = like_total = 0.0
+    first_s = None
+    for i, (messages, clip) in enumerate(zip(conversations, clips, strict=True)):
+        fresh_cache()
+        t0 = time.perf_counter()
+        text = backend.generate([messages], generation)[0]
+        free_total += time.perf_counter() - t0
+        free_preds.append(parse_answer(text, clip=clip, labels=labels))
+        fresh_cache()
         t0 = time.perf_counter()
         (choice,) = choose_labels(backend, [messages], labels, generation, calibrate=True)
-        if first_s is None:
-            first_s = time.perf_counter() - t0  # includes the one-off content-free prior
+        like_total += time.perf_counter() - t0
+        first_s = first_s if first_s is not None else time.perf_counter() - t0  # with the one-off prior
         choices.append(choice)
         like_preds.append(parse_answer(choice.answer_text, clip=clip, labels=labels))
-    like_s = (time.perf_counter() - started) / len(rows)
-    print(f"likelihood (calibrated, with rationale): {like_s:.2f} s/sample (first sample {first_s:.2f} s)",
-          flush=True)  # fmt: skip
+        print(
+            f"{i + 1}/{len(rows)} gold {gold[i]:9} free {(free_preds[-1].emotions or ['-'])[0]:9} "
+            f"raw {max(labels, key=choice.scores.__getitem__):9} calibrated {choice.label:9}",
+            flush=True,
+        )
+    free_s, like_s = free_total / len(rows), like_total / len(rows)
+    print(f"free generation: {free_s:.2f} s/sample", flush=True)
+    print(
+        f"likelihood (calibrated, with rationale): {like_s:.2f} s/sample (first sample {first_s:.2f} s)",
+        flush=True,
+    )
 
     raw = [max(labels, key=c.scores.__getitem__) for c in choices]
     calibrated = [c.label for c in choices]
-    in_template = [max(labels, key=lambda lab, c=c: c.scores[lab] - template_prior.scores[lab]) for c in choices]
+    in_template = [
+        max(labels, key=lambda lab, c=c: c.scores[lab] - template_prior.scores[lab]) for c in choices
+    ]
     free_answers = [p.emotions[0] if p.emotions else None for p in free_preds]
     table = [
         _row("free generation", gold, labels, free_answers, free_s, _cited_share(free_preds, clips)),
         _row("likelihood, raw", gold, labels, raw, like_s, None),
-        _row("likelihood, calibrated (N/A turn)", gold, labels, calibrated, like_s,
-             _cited_share(like_preds, clips)),  # fmt: skip
+        _row(
+            "likelihood, calibrated (N/A turn)",
+            gold,
+            labels,
+            calibrated,
+            like_s,
+            _cited_share(like_preds, clips),
+        ),
         _row("likelihood, calibrated (N/A clip)", gold, labels, in_template, like_s, None),
     ]
     gold_top, gold_count = Counter(gold).most_common(1)[0]
-    print(f"\ngold: most frequent {gold_top!r} {gold_count / len(gold):.3f}; "
-          f"parsed labels agree with the choice: {sum(p.emotions == [c.label] for p, c in zip(like_preds, choices))}"
-          f"/{len(choices)}; template prior scored in {prior_s:.2f} s")  # fmt: skip
-    header = f"{'decoding':36} {'wF1':>6} {'acc':>6} {'top answer':>12} {'share':>6} {'cited':>6} {'s/sample':>9}"
+    agree = sum(p.emotions == [c.label] for p, c in zip(like_preds, choices, strict=True))
+    print(
+        f"\ngold: most frequent {gold_top!r} {gold_count / len(gold):.3f}; parsed labels agree with the choice: "
+        f"{agree}/{len(choices)}; template prior scored in {prior_s:.2f} s"
+    )
+    header = (
+        f"{'decoding':36} {'wF1':>6} {'acc':>6} {'top answer':>12} {'share':>6} {'cited':>6} {'s/sample':>9}"
+    )
     print(header + f" {'x free':>7}")
     for r in table:
         cited = "-" if r["cited_share"] is None else f"{r['cited_share']:.3f}"
-        print(f"{r['decoding']:36} {r['weighted_f1']:6.3f} {r['accuracy']:6.3f} {r['top_answer']:>12} "
-              f"{r['top_share']:6.3f} {cited:>6} {r['s_per_sample']:9.2f} {r['s_per_sample'] / free_s:7.2f}")  # fmt: skip
+        print(
+            f"{r['decoding']:36} {r['weighted_f1']:6.3f} {r['accuracy']:6.3f} {r['top_answer']:>12} "
+            f"{r['top_share']:6.3f} {cited:>6} {r['s_per_sample']:9.2f} {r['s_per_sample'] / free_s:7.2f}"
+        )
     if args.json:
         per_sample = [
             {"id": row["id"], "gold": g, "free": f, **c.to_dict()}

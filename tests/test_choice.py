@@ -4,8 +4,16 @@ completions protocol."""
 
 from __future__ import annotations
 
+import json
 import math
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +205,127 @@ def test_llamacpp_scores_agree_with_a_full_logits_evaluation(gemma_gguf: Path) -
         assert first == pytest.approx(expected, abs=0.1)
         assert again == pytest.approx(first, abs=0.1)
     reference.close()
+
+
+# ------------------------------------------------------------------------------- OpenAI-compatible servers
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow  # starts llama_cpp.server with the embedded GGUF (~30 s of CPU)
+def test_openai_echo_logprobs_from_llama_cpp_server_match_llama_cpp(gemma_gguf: Path, tmp_path: Path) -> None:
+    pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] not installed")
+    from affectllm.models import GEMMA_CHAT_TEMPLATE
+
+    port = _free_port()
+    # llama_cpp.server keeps every logits row (logits_all) by default, which echo log-probabilities need.
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gemma_gguf), "--host", "127.0.0.1",
+           "--port", str(port), "--n_ctx", "512", "--n_threads", "2", "--model_alias", "gemma"]  # fmt: skip
+    log = tmp_path / "server.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(cmd, stdout=sink, stderr=subprocess.STDOUT)
+    local = get_backend("llamacpp", model=str(gemma_gguf), adapter="none", n_ctx=512, n_threads=2)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert proc.poll() is None, log.read_text(errors="replace")[-2000:]
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "llama_cpp.server did not come up"
+                time.sleep(0.5)
+        client = get_backend(
+            "openai",
+            base_url=f"http://127.0.0.1:{port}/v1",
+            model="gemma",
+            chat_template=GEMMA_CHAT_TEMPLATE,
+            concurrency=1,  # the server decodes one request at a time
+            timeout=300,
+        )
+        messages = _messages()
+        assert client.prompt_text(messages) == local.prompt_text(messages)
+        # A few tokens only: llama-cpp-python sorts the whole 262k vocabulary in Python for every echoed token
+        # (a second or two per prompt token on a small CPU), so a real prompt would take minutes here.
+        prompt, continuations = (
+            'We won! {"emotions": ["',
+            [label_continuation("joy"), label_continuation("anger")],
+        )
+        served = score_continuations(client, [prompt], continuations)[0]
+        direct = score_continuations(local, [prompt], continuations)[0]
+        for over_http, in_process in zip(served, direct, strict=True):
+            # The server tokenizes prompt + label as one text; for these labels the split is the same.
+            assert len(over_http) == len(in_process)
+            assert over_http == pytest.approx(in_process, abs=0.1)  # batch vs one-token kernels (see above)
+        generation = GenerationConfig(max_new_tokens=3)
+        assert client.complete([prompt], generation) == local.complete([prompt], generation)
+    finally:
+        local.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class _EchoWithoutPromptServer:
+    """A completions endpoint that, like llama.cpp's llama-server, ignores ``echo`` for log-probabilities and
+    returns only the generated token's (the response shape of OpenAI's completions API)."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prompts = request["prompt"] if isinstance(request["prompt"], list) else [request["prompt"]]
+                choices = [
+                    {
+                        "index": i,
+                        "text": p + " x",
+                        "finish_reason": "length",
+                        "logprobs": {
+                            "tokens": [" x"],
+                            "token_logprobs": [-0.5],
+                            "top_logprobs": [{" x": -0.5}],
+                            "text_offset": [len(p)],
+                        },
+                    }
+                    for i, p in enumerate(prompts)
+                ]
+                body = json.dumps({"id": "c", "object": "text_completion", "created": 0, "model": "m",
+                                   "choices": choices}).encode()  # fmt: skip
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_openai_scoring_needs_a_template_and_prompt_logprobs() -> None:
+    from affectllm.models import GEMMA_CHAT_TEMPLATE
+
+    server = _EchoWithoutPromptServer()
+    try:
+        bare = get_backend("openai", base_url=server.base_url, model="m")
+        with pytest.raises(ScoringUnsupported, match="chat_template"):
+            choose_label(bare, _messages(), LABELS, GenerationConfig())
+        client = get_backend("openai", base_url=server.base_url, model="m", chat_template=GEMMA_CHAT_TEMPLATE)
+        with pytest.raises(ScoringUnsupported, match=r"does not return the prompt's log-probabilities"):
+            choose_label(client, _messages(), LABELS, GenerationConfig())
+    finally:
+        server.close()
