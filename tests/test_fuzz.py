@@ -74,7 +74,7 @@ _LINES = st.one_of(
     st.binary(max_size=300).map(lambda b: b.decode("latin-1")),
 )
 _FUZZ_SETTINGS = settings(
-    max_examples=150,
+    max_examples=400,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -155,3 +155,47 @@ def test_hypothesis_resumable_out_never_loses_lines(tmp_path: Path, existing: st
     assert not record["problems"], record
     if record["outcome"] == "refused":  # refused: the file the user pointed at is exactly as it was
         assert "out.jsonl" not in record["changed"], record
+
+
+@pytest.mark.fuzz
+def test_random_media_mutations_never_crash_the_process(tmp_path: Path) -> None:
+    """300 seeded mutations of generated WAV and MP4 clips (bit flips, cuts, spliced headers), run in child
+    processes like the corpus, so a decoder segfault is reported as a crash of one case instead of ending
+    the test run."""
+    import random
+
+    from fuzz import inputs
+
+    seeds = {
+        "wav": inputs.wav_bytes(2),
+        "wav8": inputs.wav_bytes(8),
+        "mp4": inputs.mp4_bytes(),
+        "mp471": inputs.mp4_bytes(audio_layout="7.1"),
+    }
+    cases = []
+    for i in range(300):
+        rng = random.Random(i)
+        name, data = rng.choice(sorted(seeds.items()))
+        how = rng.choice(["flips", "cut", "splice"])
+        if how == "flips":
+            data = inputs.bit_flips(data, i, count=rng.randint(1, 200))
+        elif how == "cut":
+            data = data[: rng.randrange(1, len(data))]
+        else:
+            other = seeds[rng.choice(sorted(seeds))]
+            data = data[: rng.randrange(1, 200)] + other[rng.randrange(0, len(other)) :]
+        ext = ".mp4" if name.startswith("mp4") else ".wav"
+        cases.append(
+            Case(
+                f"mutation-{i}-{name}-{how}",
+                "textualize",
+                ["textualize", "{d}/clip" + ext, "--modalities", "audio", "--asr", "none", "--no-cache"],
+                {"clip" + ext: data},
+                expect="any",
+                timeout=60,
+            )
+        )
+    records = run_all(cases, tmp_path)
+    print("\n" + table(records))
+    bad = [(r["id"], r["problems"]) for r in records if r["problems"]]
+    assert len(records) == len(cases) and not bad, bad[:10]

@@ -12,6 +12,7 @@ and FIFO in it is snapshotted before and compared after.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import hashlib
 import io
@@ -182,13 +183,36 @@ def run_case(case: Case, root: Path) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ child process
 
 
-def _child(results: Path, ids: list[str], progress: Path) -> None:
-    """Run the cases named in ``ids`` in this process, appending each record to ``results``."""
-    cases = {c.id: c for c in all_cases()}
+def _dump_cases(cases: list[Case], path: Path) -> None:
+    """Cases as JSON for the child (file contents as base64, special kinds as their "@kind" text)."""
+    rows = []
+    for case in cases:
+        row = dict(vars(case))
+        row["files"] = {
+            rel: ({"b64": base64.b64encode(v).decode()} if isinstance(v, bytes) else v)
+            for rel, v in case.files.items()
+        }
+        rows.append(row)
+    path.write_text(json.dumps(rows))
+
+
+def _load_cases(path: Path) -> list[Case]:
+    cases = []
+    for row in json.loads(path.read_text()):
+        row["files"] = {
+            rel: (base64.b64decode(v["b64"]) if isinstance(v, dict) else v) for rel, v in row["files"].items()
+        }
+        row["may_change"] = tuple(row["may_change"])
+        cases.append(Case(**row))
+    return cases
+
+
+def _child(results: Path, cases_file: Path, progress: Path) -> None:
+    """Run the cases of ``cases_file`` in this process, appending each record to ``results``."""
     with tempfile.TemporaryDirectory(prefix="affectllm-fuzz-") as tmp:
-        for case_id in ids:
-            progress.write_text(case_id)
-            record = run_case(cases[case_id], Path(tmp))
+        for case in _load_cases(cases_file):
+            progress.write_text(case.id)
+            record = run_case(case, Path(tmp))
             with results.open("a", encoding="utf-8") as fh:
                 fh.write(json.dumps(record) + "\n")
 
@@ -219,15 +243,15 @@ def run_all(cases: list[Case] | None = None, workdir: Path | None = None) -> lis
         remaining = [c.id for c in cases]
         by_id = {c.id: c for c in cases}
         while remaining:
-            ids_file = work / "ids.json"
-            ids_file.write_text(json.dumps(remaining))
+            cases_file = work / "cases.json"
+            _dump_cases([by_id[i] for i in remaining], cases_file)
             proc = subprocess.run(
                 [
                     sys.executable,
                     str(Path(__file__).resolve()),
                     "--child",
                     str(results),
-                    str(ids_file),
+                    str(cases_file),
                     str(progress),
                 ],
                 env=env,
@@ -305,14 +329,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--child", nargs=3, metavar=("RESULTS", "IDS", "PROGRESS"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=3, metavar=("RESULTS", "CASES", "PROGRESS"), help=argparse.SUPPRESS)
     parser.add_argument("--details", action="store_true", help="one line per case with a problem")
     parser.add_argument("--only", metavar="TEXT", help="only cases whose id contains TEXT")
     parser.add_argument("--json", metavar="FILE", type=Path, help="write every case's record here")
     args = parser.parse_args(argv)
     if args.child:
-        results, ids, progress = args.child
-        _child(Path(results), json.loads(Path(ids).read_text()), Path(progress))
+        results, cases_file, progress = args.child
+        _child(Path(results), Path(cases_file), Path(progress))
         return 0
     cases = [c for c in all_cases() if not args.only or args.only in c.id]
     started = time.perf_counter()
