@@ -261,8 +261,24 @@ def test_openai_echo_logprobs_from_llama_cpp_server_match_llama_cpp(gemma_gguf: 
             # The server tokenizes prompt + label as one text; for these labels the split is the same.
             assert len(over_http) == len(in_process)
             assert over_http == pytest.approx(in_process, abs=0.1)  # batch vs one-token kernels (see above)
-        generation = GenerationConfig(max_new_tokens=3)
-        assert client.complete([prompt], generation) == local.complete([prompt], generation)
+        # Raw-text completion goes to the completions endpoint unchanged (the server's own sampling defaults,
+        # e.g. llama-cpp-python's repeat penalty, differ from the in-process backend's, so compare with it).
+        body = {
+            "model": "gemma",
+            "prompt": prompt,
+            "max_tokens": 3,
+            "temperature": 0.0,
+            "top_p": 1.0,
+            "seed": 0,
+        }
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=300) as answer:
+            expected = json.loads(answer.read())["choices"][0]["text"]
+        assert expected and client.complete([prompt], GenerationConfig(max_new_tokens=3)) == [expected]
     finally:
         local.close()
         proc.terminate()
