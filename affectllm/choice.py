@@ -1,13 +1,13 @@
 """Closed label sets by likelihood: the model's log-probability of each label as its answer, not free text.
 
 Free generation lets a small model fall into one habitual answer ("neutral" for every MELD row). Here the
-answer contract's opening ``<answer>{"emotions": ["`` is written for the model, and each candidate ``LABEL"]``
-is scored as the sum of its token log-probabilities after it (the closing ``"]`` makes "sad" and "sadness"
-distinct answers). With ``calibrate`` (contextual calibration, Zhao et al. 2021, "Calibrate Before Use") the
-same candidates are scored on a content-free version of the prompt, whose evidence is "N/A", and that prior is
-subtracted, which removes the model's preference for a label whatever the input. The argmax label is then
-kept and generation continues greedily from ``LABEL"], "rationale": [`` so the answer still cites evidence
-ids and the normal parser reads it.
+answer contract's opening ``<answer>{"emotions": ["`` is written for the model, and each candidate
+``LABEL"], "rationale":`` (the label and the contract's text up to the rationale list, which makes "sad" and
+"sadness" distinct answers) is scored as the sum of its token log-probabilities. With ``calibrate``
+(contextual calibration, Zhao et al. 2021, "Calibrate Before Use") the same candidates are scored on a
+content-free version of the prompt, whose evidence is "N/A", and that prior is subtracted, which removes the
+model's preference for a label whatever the input. The argmax label is then kept and generation continues
+greedily after the chosen candidate, so the answer still cites evidence ids and the normal parser reads it.
 
 Backends take part through three optional methods of ``affectllm.backends.base.Backend``: ``prompt_text``,
 ``continuation_logprobs`` and ``complete``; one that lacks them raises ``ScoringUnsupported`` naming itself.
@@ -32,9 +32,11 @@ _MARK = "@LABEL@"
 _TEMPLATE = format_answer([_MARK], [], task="closed")
 ANSWER_PREFIX = _TEMPLATE[: _TEMPLATE.index(_MARK)]
 _AFTER_LABEL = _TEMPLATE[_TEMPLATE.index(_MARK) + len(_MARK) :]
-# What closes the label (scored with it) and what opens the rationale list (generation continues after it).
-LABEL_CLOSE = _AFTER_LABEL[: _AFTER_LABEL.index("]") + 1]
-RATIONALE_OPEN = _AFTER_LABEL[: _AFTER_LABEL.index("[") + 1]
+# What follows the label up to the rationale list, ``"], "rationale":``: scored with the label (it closes it, so
+# "sad" and "sadness" are different answers), and the rationale is generated after it. It ends before a space,
+# where tokenizers split: ending at ``"]`` would score a token the model never writes (Gemma writes ``"],``
+# as one token), and ending at ``[`` would cut Gemma's ``' [{"'`` in two.
+LABEL_CLOSE = _AFTER_LABEL[: _AFTER_LABEL.index(" [")]
 
 CONTENT_FREE_TEXT = "N/A"
 # Content-free priors kept per backend (weakly, so a closed backend's entries go with it). The key holds the
@@ -83,7 +85,7 @@ def _json_body(label: str) -> str:
 
 
 def label_continuation(label: str) -> str:
-    """The text scored for ``label``: the label as the JSON string body, then the contract's ``"]``."""
+    """The text scored for ``label``: the label as the JSON string body, then ``LABEL_CLOSE``."""
     return _json_body(label) + LABEL_CLOSE
 
 
@@ -189,9 +191,8 @@ def choose_labels(
             stop=list(dict.fromkeys([*generation.stop, ANSWER_CLOSE])),
             repetition_penalty=generation.repetition_penalty,
         )
-        # The prompts already end with ANSWER_PREFIX; the model goes on after the label's closing and the
-        # opening of the rationale list.
-        chosen = [_json_body(r.label) + RATIONALE_OPEN for r in results]
+        # The prompts already end with ANSWER_PREFIX; the model goes on after the chosen label's closing.
+        chosen = [label_continuation(r.label) for r in results]
         tails = backend.complete([p + c for p, c in zip(prompts, chosen, strict=True)], config)
         for result, head, tail in zip(results, chosen, tails, strict=True):
             # Engines drop the stop string; the parser reads an answer cut there as a complete one.

@@ -141,7 +141,7 @@ def test_the_answer_parses_with_the_chosen_label_and_batches_agree(tiny) -> None
     batch = [_messages(), _messages(other)]
     results = choose_labels(tiny, batch, LABELS, generation)
     for messages, result in zip(batch, results, strict=True):
-        assert result.answer_text.startswith(ANSWER_PREFIX + result.label + '"], "rationale": [')
+        assert result.answer_text.startswith(ANSWER_PREFIX + result.label + '"], "rationale":')
         prediction = parse_answer(result.answer_text, labels=LABELS)
         assert prediction.emotions == [result.label]
         single = choose_label(tiny, messages, LABELS, generation)
