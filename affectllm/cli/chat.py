@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 from affectllm.errors import InputError
 
-BACKEND_CHOICES = ("transformers", "llamacpp", "vllm", "openai")
+BACKEND_CHOICES = ("transformers", "llamacpp", "vllm", "openai", "mock")
 REPL_HELP = """\
 Ask anything about the clip; the model sees the evidence and the conversation so far.
   /cues           show the evidence extracted from the clip (ids the model cites)
@@ -356,7 +357,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _status(args: argparse.Namespace, message: str) -> None:
     # A one-shot answer on a CPU takes seconds to minutes: say what is happening, on stderr so --json stays clean.
     if not args.quiet:
-        print(f"affectllm: {message}", file=sys.stderr, flush=True)
+        logging.getLogger(__name__).info(message)
 
 
 def run(args: argparse.Namespace) -> int:

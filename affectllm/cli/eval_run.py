@@ -9,6 +9,7 @@ report. ``--list`` shows the available tasks.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
 
     def log(message: str) -> None:
         if not args.quiet:
-            print(message, file=sys.stderr)
+            logging.getLogger(__name__).info(message)
 
     if split in spec.test_splits:
         log(f"FINAL: evaluating on the held-out test split {split!r}; this is logged in metrics.json")

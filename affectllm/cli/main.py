@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from affectllm import __version__
+from affectllm.cli._logging import add_logging_options, configure_logging, log_level
 from affectllm.errors import InputError, MissingExtraError
 
 # name -> module; each module defines register(subparsers) which adds its parser and sets func=run.
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"affectllm {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    add_logging_options(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name in COMMANDS.values():
         importlib.import_module(module_name).register(sub)
@@ -62,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if passthrough:
         args.extra = passthrough
+    if args.global_quiet:
+        args.quiet = True  # `affectllm -q CMD` and `affectllm CMD -q` are one switch
+    configure_logging(log_level(args))
     if getattr(args, "quiet", False):
         # -q/--quiet means "no progress or status output on stderr" in every command; this also silences the
         # progress bars of libraries a command calls (tqdm reads the variable).

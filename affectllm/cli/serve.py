@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -333,15 +334,14 @@ def run(args: argparse.Namespace) -> int:
         cut = plan.argv.index("--") if "--" in plan.argv else len(plan.argv)
         plan.argv.insert(cut, "--quiet")
     for warning in plan.warnings:
-        print(f"affectllm serve: warning: {warning}", file=sys.stderr)
+        logging.getLogger(__name__).warning(warning)
     if args.dry_run:
         print(shlex.join(plan.argv))
         print(client_hint(plan), file=sys.stderr)
         return 0
     check_engine(plan.engine, getattr(args, "vllm_bin", None))
     check_port_free(args.host, args.port)
-    if not args.quiet:
-        print(client_hint(plan), file=sys.stderr, flush=True)
+    logging.getLogger(__name__).info(client_hint(plan))
     sys.stdout.flush()
     # Become the engine: SIGTERM/SIGINT then reach it directly, and no child is left behind on the port.
     os.execvp(plan.argv[0], plan.argv)

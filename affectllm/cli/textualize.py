@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -155,9 +158,9 @@ def run(args: argparse.Namespace) -> int:
         )
         # The reasons are in --out; the first few here say whether it is worth a look.
         for item_id, message in summary["errors"][:3]:
-            print(f"affectllm: warning: clip {item_id!r} failed: {message}", file=sys.stderr)
+            log.warning("clip %r failed: %s", item_id, message)
         if summary["failed"] and not summary["done"] and not summary["skipped"]:
-            print(f"affectllm: error: every clip failed (recorded in {summary['out']})", file=sys.stderr)
+            log.error("every clip failed (recorded in %s)", summary["out"])
             return 1
         return 0
 
@@ -173,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     )
     text = render_cues(clip, max_tokens=args.max_tokens)
     for warning in clip.warnings:
-        print(f"affectllm: warning: {warning}", file=sys.stderr)
+        log.warning(warning)
     print(text)
     if args.json:
         record = {**clip.to_dict(), "text": text}
