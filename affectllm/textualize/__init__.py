@@ -11,7 +11,10 @@ This module stays light (the CLI imports it): extractors and their heavy depende
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from affectllm.textualize.render import assign_ids, cue_line, render_cues
@@ -48,6 +51,21 @@ def get_textualizer(name: str) -> Callable[..., Any]:
         raise ValueError(f"unknown textualizer {name!r}; known: {sorted(TEXTUALIZERS)}") from None
     module, _, attr = target.partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+class _CallablePackage(types.ModuleType):
+    """``affectllm.textualize(path_or_row, ...)`` is the library API's textualize function, but importing this
+    package (any ``affectllm.textualize.*`` import does) makes Python set the attribute ``affectllm.textualize`` to
+    this module, replacing the lazily exported function. Calling the package calls ``textualize_clip``, so
+    ``a.textualize(...)`` works whichever of the two the attribute holds."""
+
+    def __call__(self, path_or_row: str | Path | Any, **options: Any) -> Any:
+        from affectllm.textualize.pipeline import textualize_clip
+
+        return textualize_clip(path_or_row, **options)
+
+
+sys.modules[__name__].__class__ = _CallablePackage
 
 
 def __getattr__(name: str) -> Any:
