@@ -20,7 +20,16 @@ from typing import Any
 
 from affectllm.errors import InputError
 from affectllm.resources import asset_dir
-from affectllm.schema import CUE_ID_PATTERN, LINGUISTIC, Clip, Cue, Media, RationaleItem, normalize_modality
+from affectllm.schema import (
+    CUE_ID_PATTERN,
+    LINGUISTIC,
+    Clip,
+    Cue,
+    Evidence,
+    Media,
+    RationaleItem,
+    normalize_modality,
+)
 from affectllm.settings import PromptSettings
 from affectllm.textualize.render import format_time, render_cues
 
@@ -533,6 +542,15 @@ def _render_user(
     return text.strip()
 
 
+def shown_evidence(clip: Clip, settings: PromptSettings) -> list[Evidence]:
+    """The evidence lines a prompt built with ``settings`` shows (its modalities, within its cue budget): what
+    a rationale may cite, and what the grounding metric and reward check citations against."""
+    shown = set(
+        render_cues(clip, modalities=settings.modalities, max_tokens=settings.max_cue_tokens).splitlines()
+    )
+    return [e for e in clip.evidence() if e.text in shown]
+
+
 def resolve_settings(settings: PromptSettings | None = None, **options: Any) -> PromptSettings:
     """``settings`` with ``options`` applied (keyword names of :class:`PromptSettings`; unknown names refused)."""
     if settings is None:
@@ -658,4 +676,5 @@ __all__ = [
     "normalize_task",
     "resolve_settings",
     "select_examples",
+    "shown_evidence",
 ]

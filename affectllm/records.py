@@ -41,11 +41,12 @@ def answer_text(prediction: Prediction) -> str:
 def prediction_record(
     clip_id: str,
     prediction: Prediction,
-    clip: Clip | None = None,
+    source: Clip | None = None,
     include_raw: bool = True,
     **extra: Any,
 ) -> dict[str, Any]:
-    """The record of one answered clip (``extra`` keys such as ``gold`` or ``seconds`` are appended)."""
+    """The record of one answered clip (``extra`` keys such as ``gold`` or ``clip`` are appended); the
+    ``source`` clip's extraction warnings come along."""
     record: dict[str, Any] = {
         ID_KEY: clip_id,
         "emotions": list(prediction.emotions),
@@ -58,8 +59,8 @@ def prediction_record(
         record["parse_errors"] = list(prediction.errors)
     if prediction.label_scores:
         record["label_scores"] = {k: round(float(v), 4) for k, v in prediction.label_scores.items()}
-    if clip is not None and clip.warnings:
-        record["warnings"] = list(clip.warnings)
+    if source is not None and source.warnings:
+        record["warnings"] = list(source.warnings)
     if include_raw:
         record["raw"] = prediction.raw
     record.update(extra)

@@ -23,6 +23,7 @@ from typing import Any
 from affectllm.batch import ResumableJSONL
 from affectllm.clips import load_clips_jsonl
 from affectllm.errors import InputError
+from affectllm.prompting import shown_evidence
 from affectllm.records import prediction_record
 from affectllm.schema import LINGUISTIC, MODALITIES, Clip, normalize_modality
 from affectllm.settings import CLOSED_DECODING, parse_extractors
@@ -527,7 +528,7 @@ def _predict_rows(
                         pred,
                         clip,
                         gold=_gold(r),
-                        evidence=[e.text for e in clip.evidence()],
+                        evidence=[e.text for e in shown_evidence(clip, reasoner.settings)],
                         clip=clip.to_dict(),
                         seconds=round(seconds, 3),
                     )

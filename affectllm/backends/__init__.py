@@ -17,6 +17,7 @@ BACKENDS: dict[str, str] = {
     "llamacpp": "affectllm.backends.llamacpp:LlamaCppBackend",
     "vllm": "affectllm.backends.vllm_backend:VLLMBackend",
     "openai": "affectllm.backends.openai_backend:OpenAIBackend",
+    "mock": "affectllm.backends.mock:MockBackend",
 }
 
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from affectllm.clips import clip_from_row, load_clips_jsonl
 from affectllm.errors import InputError
-from affectllm.prompting import build_messages, build_prompt_text, format_answer
+from affectllm.prompting import build_messages, build_prompt_text, format_answer, shown_evidence
 from affectllm.schema import LINGUISTIC, Clip, Cue, RationaleItem
 from affectllm.settings import ClipSettings, PromptSettings, settings_from_task
 
@@ -447,7 +447,7 @@ def build_grpo_rows(
                 "labels": emotions,
                 "label": str(row["label"]) if task == "closed" else "",
                 "label_set": list(label_set) if task == "closed" else [],
-                "evidence": [e.text for e in clip.evidence()],
+                "evidence": [e.text for e in shown_evidence(clip, prompt_settings)],
                 "id": str(row["id"]),
                 "dataset": str(row.get("dataset") or source.dataset),
                 "task": task,
