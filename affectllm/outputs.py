@@ -64,20 +64,18 @@ def os_problem(exc: OSError) -> str:
 def check_output(
     path: PathLike,
     inputs: Iterable[PathLike | None] = (),
-    overwrite: bool = False,
     option: str = "output",
 ) -> Path:
     """Refuse an output path that a run would misuse; return it as a ``Path``.
 
     ``inputs`` are the files the same run reads (``None`` entries are ignored); ``option`` names the flag in
     messages (``--out``). Refused, with :class:`InputError` naming the path: an output that is one of the
-    inputs (compared by inode, then by resolved path; ``overwrite`` does not lift this), that exists and is
+    inputs (compared by inode, then by resolved path; no ``--overwrite`` lifts this), that exists and is
     not a regular file (folder, device, FIFO, socket, a dangling or looping symlink), whose parent is a
     regular file, or whose folder (or nearest existing ancestor) is not writable. Creates nothing.
-    ``overwrite`` is accepted for symmetry with callers that pass it through; replacing an existing regular
-    file is the caller's decision (a JSON result is replaced, a resumable JSONL is resumed).
+    What happens to an existing regular file is the caller's decision: a JSON result is replaced
+    (:func:`atomic_write_text`), a resumable JSONL is resumed or, with ``overwrite``, restarted.
     """
-    del overwrite  # the checks below hold whatever the caller does with an existing file
     out = Path(path).expanduser()
     if str(path) in ("", "-"):
         raise InputError(path, f"{option} must be a file path")
