@@ -264,8 +264,12 @@ def default_adapter(backend: str = "transformers") -> Path | None:
     root = data_path("adapters", DEFAULT_ADAPTER_NAME)
     if backend == "llamacpp":
         gguf = root / "adapter.gguf"
-        return gguf if gguf.is_file() else None
-    return root if (root / "adapter_config.json").is_file() else None
+        found = gguf if gguf.is_file() else None
+    else:
+        found = root if (root / "adapter_config.json").is_file() else None
+    # "Why did my run use (or not use) the adapter?" is the first question about a surprising answer.
+    log.debug("shipped adapter for the %s backend: %s", backend, found or f"none in {root}")
+    return found
 
 
 def use_few_shot_by_default(

