@@ -31,7 +31,11 @@ def test_gguf_is_assembled_once(model_cache: Path, caplog: pytest.LogCaptureFixt
     caplog.clear()
     with path.open("rb") as fh:
         assert fh.read(4) == b"GGUF"
-    assert path.stat().st_size == sum(p.stat().st_size for p in pkg.chunk_paths())
+    # The package's bytes plus Gemma's chat template in the metadata (tests/test_gguf_chat_template.py).
+    assert path.stat().st_size > sum(p.stat().st_size for p in pkg.chunk_paths())
+    gguf = pytest.importorskip("gguf")
+    template = gguf.GGUFReader(str(path)).get_field("tokenizer.chat_template").contents()
+    assert template == models.GEMMA_CHAT_TEMPLATE
     mtime = path.stat().st_mtime_ns
     assert models.ensure_gemma_gguf(model_cache) == path and path.stat().st_mtime_ns == mtime
     assert not caplog.records  # the second call is silent and does nothing
