@@ -6,27 +6,28 @@ adding a module and one line to ``BACKENDS``.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from affectllm.backends.base import Backend, GenerationConfig
+from affectllm.registry import Registry
 
-# name -> "module:Class"
-BACKENDS: dict[str, str] = {
-    "transformers": "affectllm.backends.hf:TransformersBackend",
-    "llamacpp": "affectllm.backends.llamacpp:LlamaCppBackend",
-    "vllm": "affectllm.backends.vllm_backend:VLLMBackend",
-    "openai": "affectllm.backends.openai_backend:OpenAIBackend",
-    "mock": "affectllm.backends.mock:MockBackend",
-}
+# name -> "module:Class", imported on first use so listing backends never loads torch or an SDK.
+BACKENDS: Registry[type[Backend]] = Registry(
+    "backend",
+    {
+        "transformers": "affectllm.backends.hf:TransformersBackend",
+        "llamacpp": "affectllm.backends.llamacpp:LlamaCppBackend",
+        "vllm": "affectllm.backends.vllm_backend:VLLMBackend",
+        "openai": "affectllm.backends.openai_backend:OpenAIBackend",
+        "mock": "affectllm.backends.mock:MockBackend",
+    },
+)
 
 
 def get_backend(name: str, **options: Any) -> Backend:
-    if name not in BACKENDS:
-        raise KeyError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    module_name, cls_name = BACKENDS[name].split(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    return cls(**options)
+    """A ``name`` backend built with ``options``; an unknown name raises
+    :class:`~affectllm.registry.UnknownNameError` listing the known backends."""
+    return BACKENDS.get(name)(**options)
 
 
 __all__ = ["BACKENDS", "Backend", "GenerationConfig", "get_backend"]

@@ -2,8 +2,9 @@
 
 This module stays light (the CLI imports it): extractors and their heavy dependencies load on first use.
 
-- ``TEXTUALIZERS`` — the registry of extractors by modality name, as ``"module:function"`` strings;
-  :func:`get_textualizer` resolves one.
+- ``TEXTUALIZERS`` — the :class:`~affectllm.registry.Registry` of extractors by modality name, as lazy
+  ``"module:function"`` entries; :func:`get_textualizer` resolves one. The pipeline runs them through its
+  ``EXTRACTION_STEPS`` registry.
 - ``textualize_clip`` / ``textualize_batch`` (pipeline), ``face_cues_from_csv`` (face), ``scene_cues``
   (scene) and ``render_cues`` (render) are re-exported lazily.
 """
@@ -17,17 +18,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from affectllm.registry import Registry
 from affectllm.textualize.render import assign_ids, cue_line, render_cues
 
 # modality -> "module:function". audio: (AudioData, asr=..., asr_model=...) -> (cues, transcript);
 # face: (csv path, ...) -> cues; scene: (captions=..., media=..., captioner=...) -> cues;
 # transcript: (text, source=...) -> cues.
-TEXTUALIZERS: dict[str, str] = {
-    "audio": "affectllm.textualize.audio:audio_cues",
-    "face": "affectllm.textualize.face:face_cues_from_csv",
-    "scene": "affectllm.textualize.scene:scene_cues",
-    "transcript": "affectllm.textualize.pipeline:transcript_cues",
-}
+TEXTUALIZERS: Registry[Callable[..., Any]] = Registry(
+    "textualizer",
+    {
+        "audio": "affectllm.textualize.audio:audio_cues",
+        "face": "affectllm.textualize.face:face_cues_from_csv",
+        "scene": "affectllm.textualize.scene:scene_cues",
+        "transcript": "affectllm.textualize.pipeline:transcript_cues",
+    },
+)
 
 _LAZY: dict[str, str] = {
     "textualize_clip": "affectllm.textualize.pipeline",
@@ -44,13 +49,9 @@ __all__ = ["TEXTUALIZERS", "assign_ids", "cue_line", "get_textualizer", "render_
 
 
 def get_textualizer(name: str) -> Callable[..., Any]:
-    """The extractor function registered under ``name`` (imports its module on first use)."""
-    try:
-        target = TEXTUALIZERS[name]
-    except KeyError:
-        raise ValueError(f"unknown textualizer {name!r}; known: {sorted(TEXTUALIZERS)}") from None
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+    """The extractor function registered under ``name`` (imports its module on first use); an unknown name
+    raises :class:`~affectllm.registry.UnknownNameError` (a ``ValueError``) listing the known ones."""
+    return TEXTUALIZERS.get(name)
 
 
 class _CallablePackage(types.ModuleType):

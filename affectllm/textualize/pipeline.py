@@ -20,13 +20,14 @@ import json
 import os
 import stat
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from affectllm import __version__
 from affectllm.errors import InputError
+from affectllm.registry import Registry
 from affectllm.resources import user_cache_dir
 from affectllm.schema import LINGUISTIC, Clip, Cue
 
@@ -395,6 +396,149 @@ def textualize_clip(
     return clip
 
 
+@dataclass
+class _Extraction:
+    """What every extraction step reads and writes for one clip: the inputs, the options, the clip so far."""
+
+    inputs: ClipInputs
+    clip: Clip
+    mods: tuple[str, ...]
+    info: Any
+    asr: str | None
+    asr_model: str | None
+    sex: str | None
+    captioner: Any
+    caption_model: str | None
+    base_url: str | None
+    num_frames: int
+    face_options: dict[str, Any]
+    run_openface: bool
+    au_csv: Path | None = None
+
+    @property
+    def media(self) -> Path | None:
+        return self.inputs.media
+
+    @property
+    def is_video(self) -> bool:
+        return self.media is not None and self.media.suffix.lower() in VIDEO_EXTENSIONS
+
+    @property
+    def has_transcript(self) -> bool:
+        return self.inputs.transcript is not None or self.inputs.transcript_text is not None
+
+
+@dataclass(frozen=True)
+class ExtractionStep:
+    """One extractor as the pipeline runs it: ``applies`` says whether this clip has what it needs under the
+    chosen modalities, ``run`` adds its cues (or raises; the failure becomes a ``Clip.warnings`` entry)."""
+
+    name: str
+    applies: Callable[[_Extraction], bool]
+    run: Callable[[_Extraction], None]
+
+
+def _transcript_applies(x: _Extraction) -> bool:
+    return x.has_transcript
+
+
+def _run_transcript(x: _Extraction) -> None:
+    if x.inputs.transcript is not None:
+        cues = transcript_cues(path=x.inputs.transcript)
+    else:
+        cues = transcript_cues(text=x.inputs.transcript_text)
+    x.clip.cues.extend(cues)
+    x.clip.transcript = " ".join(str(c.value) for c in cues) or None
+
+
+def _audio_applies(x: _Extraction) -> bool:
+    return "audio" in x.mods and x.media is not None
+
+
+def _run_audio(x: _Extraction) -> None:
+    from affectllm.media import load_audio
+    from affectllm.textualize import get_textualizer
+
+    if x.info is not None and not getattr(x.info, "has_audio", True):
+        raise InputError(x.media, "no audio stream")
+    audio = load_audio(x.media)
+    if x.clip.duration is None:
+        x.clip.duration = getattr(audio, "duration", None)
+    cues, spoken = get_textualizer("audio")(
+        audio,
+        asr=x.asr,
+        asr_model=x.asr_model,
+        sex=x.sex,
+        transcript_text=x.clip.transcript if x.has_transcript else None,
+    )
+    if x.has_transcript:
+        # A provided transcript is authoritative; ASR still served the speaking-rate and pause cues.
+        cues = [c for c in cues if c.modality != LINGUISTIC]
+    elif spoken is not None and getattr(spoken, "text", "").strip():
+        x.clip.transcript = spoken.text.strip()
+    x.clip.cues.extend(cues)
+
+
+def _openface_applies(x: _Extraction) -> bool:
+    if "face" not in x.mods or x.au_csv is not None or not (x.run_openface and x.is_video):
+        return False
+    from affectllm.textualize.face import openface_binary
+
+    return bool(openface_binary())
+
+
+def _run_openface_step(x: _Extraction) -> None:
+    from affectllm.textualize.face import run_openface
+
+    out_dir = user_cache_dir() / "openface" / file_digest(x.media)[:16]
+    x.au_csv = run_openface(x.media, out_dir)
+
+
+def _face_applies(x: _Extraction) -> bool:
+    return "face" in x.mods and x.au_csv is not None
+
+
+def _run_face(x: _Extraction) -> None:
+    from affectllm.textualize import get_textualizer
+
+    x.clip.cues.extend(get_textualizer("face")(x.au_csv, **x.face_options))
+
+
+def _scene_applies(x: _Extraction) -> bool:
+    return "scene" in x.mods and (x.inputs.captions is not None or (x.captioner is not None and x.is_video))
+
+
+def _run_scene(x: _Extraction) -> None:
+    from affectllm.textualize import get_textualizer
+
+    scene_cues = get_textualizer("scene")
+    if x.inputs.captions is not None:
+        x.clip.cues.extend(scene_cues(captions=x.inputs.captions, duration=x.clip.duration))
+    else:
+        x.clip.cues.extend(
+            scene_cues(
+                media=x.media,
+                captioner=x.captioner,
+                caption_model=x.caption_model,
+                base_url=x.base_url,
+                num_frames=x.num_frames,
+            )
+        )
+
+
+# The steps in the order they run: the transcript first (audio keeps it over ASR), OpenFace before face (it
+# writes the AU CSV face reads). A new extractor is one step here and one entry in ``TEXTUALIZERS``.
+EXTRACTION_STEPS: Registry[ExtractionStep] = Registry("extraction step")
+for _step in (
+    ExtractionStep("transcript", _transcript_applies, _run_transcript),
+    ExtractionStep("audio", _audio_applies, _run_audio),
+    ExtractionStep("openface", _openface_applies, _run_openface_step),
+    ExtractionStep("face", _face_applies, _run_face),
+    ExtractionStep("scene", _scene_applies, _run_scene),
+):
+    EXTRACTION_STEPS.register(_step.name, _step)
+
+
 def _extract(
     inputs: ClipInputs,
     mods: tuple[str, ...],
@@ -412,19 +556,6 @@ def _extract(
     attempted: list[str] = []
     succeeded: list[str] = []
     media = inputs.media
-    is_video = media is not None and media.suffix.lower() in VIDEO_EXTENSIONS
-    has_transcript = inputs.transcript is not None or inputs.transcript_text is not None
-
-    def attempt(name: str, fn) -> None:
-        attempted.append(name)
-        try:
-            fn()
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # one extractor's failure must not cost the others' evidence
-            clip.warnings.append(f"{name}: {exc}")
-        else:
-            succeeded.append(name)
 
     info = None
     if media is not None:
@@ -438,87 +569,35 @@ def _extract(
         except Exception:
             info = None  # the extractors below report the decode problem in their own words
 
-    if has_transcript:
-
-        def run_transcript() -> None:
-            if inputs.transcript is not None:
-                cues = transcript_cues(path=inputs.transcript)
-            else:
-                cues = transcript_cues(text=inputs.transcript_text)
-            clip.cues.extend(cues)
-            clip.transcript = " ".join(str(c.value) for c in cues) or None
-
-        attempt("transcript", run_transcript)
-
-    if "audio" in mods and media is not None:
-
-        def run_audio() -> None:
-            from affectllm.media import load_audio
-            from affectllm.textualize.audio import audio_cues
-
-            if info is not None and not getattr(info, "has_audio", True):
-                raise InputError(media, "no audio stream")
-            audio = load_audio(media)
-            if clip.duration is None:
-                clip.duration = getattr(audio, "duration", None)
-            cues, spoken = audio_cues(
-                audio,
-                asr=asr,
-                asr_model=asr_model,
-                sex=sex,
-                transcript_text=clip.transcript if has_transcript else None,
-            )
-            if has_transcript:
-                # A provided transcript is authoritative; ASR still served the speaking-rate and pause cues.
-                cues = [c for c in cues if c.modality != LINGUISTIC]
-            elif spoken is not None and getattr(spoken, "text", "").strip():
-                clip.transcript = spoken.text.strip()
-            clip.cues.extend(cues)
-
-        attempt("audio", run_audio)
-
-    if "face" in mods:
-        csv = inputs.au_csv
-        if csv is None and run_openface and is_video:
-            from affectllm.textualize.face import openface_binary
-            from affectllm.textualize.face import run_openface as _run_openface
-
-            if openface_binary():
-
-                def run_of() -> None:
-                    nonlocal csv
-                    out_dir = user_cache_dir() / "openface" / file_digest(media)[:16]
-                    csv = _run_openface(media, out_dir)
-
-                attempt("openface", run_of)
-        if csv is not None:
-
-            def run_face() -> None:
-                from affectllm.textualize.face import face_cues_from_csv
-
-                clip.cues.extend(face_cues_from_csv(csv, **face_options))
-
-            attempt("face", run_face)
-
-    if "scene" in mods and (inputs.captions is not None or (captioner is not None and is_video)):
-
-        def run_scene() -> None:
-            from affectllm.textualize.scene import scene_cues
-
-            if inputs.captions is not None:
-                clip.cues.extend(scene_cues(captions=inputs.captions, duration=clip.duration))
-            else:
-                clip.cues.extend(
-                    scene_cues(
-                        media=media,
-                        captioner=captioner,
-                        caption_model=caption_model,
-                        base_url=base_url,
-                        num_frames=num_frames,
-                    )
-                )
-
-        attempt("scene", run_scene)
+    extraction = _Extraction(
+        inputs,
+        clip,
+        mods,
+        info,
+        asr,
+        asr_model,
+        sex,
+        captioner,
+        caption_model,
+        base_url,
+        num_frames,
+        face_options,
+        run_openface,
+        au_csv=inputs.au_csv,
+    )
+    for name in EXTRACTION_STEPS:
+        step = EXTRACTION_STEPS.get(name)
+        if not step.applies(extraction):
+            continue
+        attempted.append(name)
+        try:
+            step.run(extraction)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # one extractor's failure must not cost the others' evidence
+            clip.warnings.append(f"{name}: {exc}")
+        else:
+            succeeded.append(name)
 
     where = inputs.media or inputs.au_csv or inputs.captions or inputs.transcript
     if not attempted:
