@@ -124,13 +124,9 @@ def run(args: argparse.Namespace) -> int:
     is_batch = source.is_dir() or source.suffix.lower() in (".jsonl", ".ndjson")
     options = _options(args)
     if args.asr != "none" and "audio" in args.modalities:
-        from affectllm.textualize.asr import ASR_ENGINES
+        from affectllm.textualize.asr import asr_engine_name
 
-        engine = {"whisper": "openai-whisper", "fasterwhisper": "faster-whisper"}.get(args.asr, args.asr)
-        if engine.lower().replace("_", "-") not in ASR_ENGINES:
-            raise InputError(
-                None, f"unknown ASR engine {args.asr!r}; expected one of {sorted(ASR_ENGINES)} or none"
-            )
+        asr_engine_name(args.asr)  # an unknown engine fails here, before any clip, listing the known ones
 
     if is_batch:
         if args.json:

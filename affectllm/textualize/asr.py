@@ -32,6 +32,7 @@ import numpy as np
 
 from affectllm.errors import InputError, require
 from affectllm.media import AudioData
+from affectllm.registry import Registry, UnknownNameError
 
 # Whisper's own rule for a window that is not speech: high no-speech probability AND low confidence text.
 NO_SPEECH_THRESHOLD = 0.6
@@ -447,10 +448,25 @@ def _load_openai_whisper(model: str, device: str):
 
 # --------------------------------------------------------------------------------------------- registry
 
-ASR_ENGINES: dict[str, type[ASR]] = {
-    "faster-whisper": FasterWhisperASR,
-    "openai-whisper": OpenAIWhisperASR,
-}
+ASR_ENGINES: Registry[type[ASR]] = Registry(
+    "ASR engine",
+    {
+        "faster-whisper": FasterWhisperASR,
+        "openai-whisper": OpenAIWhisperASR,
+    },
+)
+# Spellings users type for a registered engine; resolved before the registry lookup.
+ASR_ALIASES: dict[str, str] = {"whisper": "openai-whisper", "fasterwhisper": "faster-whisper"}
+
+
+def asr_engine_name(name: str) -> str:
+    """The registry name for ``name`` (case, ``_`` vs ``-`` and :data:`ASR_ALIASES` forgiven); an unknown
+    engine raises :class:`~affectllm.registry.UnknownNameError` listing the known ones."""
+    key = name.strip().lower().replace("_", "-")
+    key = ASR_ALIASES.get(key, key)
+    if key not in ASR_ENGINES:
+        raise UnknownNameError(ASR_ENGINES.kind, name, ASR_ENGINES.names())
+    return key
 
 _MODELS: dict[tuple, Any] = {}
 _MODELS_LOCK = threading.Lock()
@@ -477,9 +493,4 @@ def get_asr(name: str = "faster-whisper", model: str | None = None, **options: A
     Options go to the engine (e.g. ``beam_size``, ``cpu_threads``, ``compute_type``, ``language``,
     ``vad_filter``, ``encoder_context``). The loaded model is shared by every ASR with the same settings.
     """
-    key = name.strip().lower().replace("_", "-")
-    aliases = {"whisper": "openai-whisper", "fasterwhisper": "faster-whisper"}
-    key = aliases.get(key, key)
-    if key not in ASR_ENGINES:
-        raise ValueError(f"unknown ASR engine {name!r}; available: {sorted(ASR_ENGINES)}")
-    return ASR_ENGINES[key](model, **options)
+    return ASR_ENGINES.get(asr_engine_name(name))(model, **options)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from affectllm.errors import MAX_TIME_S, InputError, MissingExtraError, check_number
+from affectllm.registry import Registry
 from affectllm.schema import SCENE, Cue
 
 DEFAULT_MERGE_THRESHOLD = 0.85
@@ -404,21 +405,24 @@ def _require(module: str, extra: str, purpose: str):
     return require(module, extra, purpose)
 
 
-CAPTIONERS: dict[str, type] = {"openai": OpenAICaptioner, "transformers": TransformersCaptioner}
+CAPTIONERS: Registry[type] = Registry(
+    "captioner", {"openai": OpenAICaptioner, "transformers": TransformersCaptioner}
+)
 
 
 def get_captioner(
     name: str, model: str | None = None, base_url: str | None = None, **options: Any
 ) -> Captioner:
     """A captioner by name: ``"openai"`` (``model``, ``base_url``, ``api_key``, ``prompt``, ``max_tokens``) or
-    ``"transformers"`` (``model``, ``prompt``, ``max_new_tokens``, ``device``)."""
-    if name == "openai":
-        return OpenAICaptioner(model=model, base_url=base_url, **options)
-    if name == "transformers":
-        if base_url:
+    ``"transformers"`` (``model``, ``prompt``, ``max_new_tokens``, ``device``); an unknown name raises
+    :class:`~affectllm.registry.UnknownNameError` listing the known ones."""
+    cls = CAPTIONERS.get(name)
+    if base_url:
+        if cls is not OpenAICaptioner:
             raise InputError(None, "--base-url applies to the openai captioner only")
-        return TransformersCaptioner(model=model or "", **options)
-    raise InputError(None, f"unknown captioner {name!r}; expected one of {sorted(CAPTIONERS)}")
+        options["base_url"] = base_url
+    # A local model has no default name to fall back on; the constructor reports the empty one.
+    return cls(model=model if cls is OpenAICaptioner else (model or ""), **options)
 
 
 def caption_frames(media: str | Path, captioner: Captioner, num_frames: int = 8) -> list[Caption]:
