@@ -11,9 +11,10 @@ same rows. A held-out test split is returned only with ``final=True``: model sel
 
 from __future__ import annotations
 
+import inspect
 import json
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from affectllm.datasets._common import (
     read_text_file,
 )
 from affectllm.errors import InputError
+from affectllm.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class DatasetSpec:
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
-def _manifest(data_dir: Path, split: str, **_: Any) -> list[dict[str, Any]]:
+def _manifest(data_dir: Path, split: str) -> list[dict[str, Any]]:
     """A user's own clip manifest: ``{split}.jsonl`` (one row object per line) or ``{split}.csv``
     (columns id, transcript, labels and optionally label, media, au_csv, rationale, speaker)."""
     jsonl, csv_path = data_dir / f"{split}.jsonl", data_dir / f"{split}.csv"
@@ -112,12 +114,22 @@ def _manifest(data_dir: Path, split: str, **_: Any) -> list[dict[str, Any]]:
     return rows
 
 
-DATASETS: dict[str, DatasetSpec] = {}
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:
-    DATASETS[spec.name] = spec
+    """Add a converter; its options are the loader's keyword parameters after ``(data_dir, split)``."""
+    converter_options(spec)  # a loader that swallows **kwargs would hide typos: refuse it up front
+    DATASETS.register(spec.name, spec)
     return spec
+
+
+def converter_options(spec: DatasetSpec) -> tuple[str, ...]:
+    """The options ``spec``'s converter accepts (its keyword parameters after ``data_dir, split``)."""
+    params = list(inspect.signature(spec.loader).parameters.values())[2:]
+    if any(p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) for p in params):
+        raise TypeError(f"dataset {spec.name!r}: its converter must name its options, not take **kwargs")
+    return tuple(p.name for p in params)
 
 
 # Split layouts shared by several corpora: (splits, the ones that need ``final``).
@@ -140,21 +152,35 @@ _BUILTIN: tuple[tuple[str, Callable[..., list[dict[str, Any]]], Any, Any, str], 
     ("manifest", _manifest, _TRAIN_DEV_TEST, None, "your own clip manifest: {split}.jsonl or {split}.csv"),
 )
 _CARDS = {"cremad": "crema-d.md", "manifest": ""}
+# EMER defaults to v2, the larger and newer release (v1 with options: {version: v1}).
+_DEFAULTS: dict[str, dict[str, Any]] = {"emer": {"version": "v2"}}
 for _name, _loader, (_splits, _tests), _labels, _text in _BUILTIN:
     _card = _CARDS.get(_name, f"{_name}.md")
-    register_dataset(DatasetSpec(_name, _loader, _splits, _tests, _labels, _card, _text))
-# EMER defaults to v2, the larger and newer release (v1 with options: {version: v1}).
-DATASETS["emer"] = replace(DATASETS["emer"], defaults={"version": "v2"})
+    _defaults = _DEFAULTS.get(_name, {})
+    register_dataset(DatasetSpec(_name, _loader, _splits, _tests, _labels, _card, _text, _defaults))
 
 
 def available_datasets() -> list[str]:
-    return sorted(DATASETS)
+    return DATASETS.names()
 
 
 def get_dataset(name: str) -> DatasetSpec:
-    if name not in DATASETS:
-        raise InputError(None, f"unknown dataset {name!r}; known datasets: {', '.join(available_datasets())}")
-    return DATASETS[name]
+    """The registered converter ``name``; an unknown name raises
+    :class:`~affectllm.registry.UnknownNameError` (an InputError) listing the known datasets."""
+    return DATASETS.get(name)
+
+
+def check_converter_options(name: str, options: Mapping[str, Any]) -> None:
+    """InputError naming the dataset, the option and the known ones for any option ``name``'s converter does
+    not take (a misspelt ``context_turn`` would otherwise be dropped and the rows silently differ)."""
+    known = converter_options(get_dataset(name))
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        listed = ", ".join(known) if known else "(none)"
+        raise InputError(
+            None,
+            f"dataset {name!r} has no option {', '.join(map(repr, unknown))}; its options: {listed}",
+        )
 
 
 def _exclusions(exclude_ids: Iterable[str] | str | Path | None) -> set[str]:
@@ -198,6 +224,7 @@ def load_dataset_rows(
             f"split {split!r} of {name!r} is or holds a held-out evaluation set; pass final=True (--final) only for the final "
             "report, never for model selection",
         )
+    check_converter_options(name, options)
     folder = check_data_dir(data_dir)
     kwargs = {**spec.defaults, **options}
     # Media look-ups reuse folder listings within one conversion; a new call sees files added since.
@@ -222,6 +249,8 @@ __all__ = [
     "DATASETS",
     "DatasetSpec",
     "available_datasets",
+    "check_converter_options",
+    "converter_options",
     "fix_text",
     "get_dataset",
     "load_dataset_rows",

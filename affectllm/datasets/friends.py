@@ -93,7 +93,7 @@ def _label(row: dict[str, str], labels: tuple[str, ...], corpus: str, path: Path
     return label
 
 
-def load_meld(data_dir: Path, split: str, context_turns: int | None = None, **_: Any) -> list[dict[str, Any]]:
+def load_meld(data_dir: Path, split: str, context_turns: int | None = None) -> list[dict[str, Any]]:
     """MELD utterances with 7-way emotion (and sentiment); media = MELD.Raw clip when present."""
     path = find_file(data_dir, (MELD_FILES[split],), f"MELD {split} file")
     table = read_table(path, required=("Utterance", "Speaker", "Emotion", "Dialogue_ID", "Utterance_ID"))
@@ -134,9 +134,7 @@ def _emorynlp_speakers(value: str, path: Path, line: int) -> list[str]:
     return [fix_text(str(s)) for s in parsed]
 
 
-def load_emorynlp(
-    data_dir: Path, split: str, context_turns: int | None = None, **_: Any
-) -> list[dict[str, Any]]:
+def load_emorynlp(data_dir: Path, split: str, context_turns: int | None = None) -> list[dict[str, Any]]:
     """EmoryNLP utterances with the 7-way Willcox feeling-wheel labels (lower-cased)."""
     path = find_file(data_dir, (EMORYNLP_FILES[split],), f"EmoryNLP {split} file")
     table = read_table(

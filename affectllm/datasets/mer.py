@@ -123,7 +123,7 @@ def _in_split(name: str, split: str, needs_filter: bool) -> bool:
     return split == "all" or not needs_filter or parity_split(name) == split
 
 
-def load_ovmerd(data_dir: Path, split: str, language: str = "english", **_: Any) -> list[dict[str, Any]]:
+def load_ovmerd(data_dir: Path, split: str, language: str = "english") -> list[dict[str, Any]]:
     """OV-MERD open-vocabulary gold + subtitles (+ EMER v2 description as the reference rationale)."""
     path, needs_filter = _gold_file(data_dir, split)
     table = read_table(path, required=("name", "openset"), aliases=_NAME_ALIASES)
@@ -169,7 +169,7 @@ def _emer_v2_reasons(data_dir: Path, required: bool) -> dict[str, str]:
     return {row["name"].strip(): fix_text(row["english"]) for _, row in table}
 
 
-def load_emer(data_dir: Path, split: str, version: str = "v2", **_: Any) -> list[dict[str, Any]]:
+def load_emer(data_dir: Path, split: str, version: str = "v2") -> list[dict[str, Any]]:
     """EMER: clips with a human (v1) or GPT-4V-drafted, human-checked (v2) cue-level description."""
     if str(version) in ("1", "v1"):
         return _load_emer_v1(data_dir, split)
@@ -243,7 +243,7 @@ def mer2023_fold(name: str) -> str:
     return "dev" if name_hash(name) % 5 == 0 else "train"
 
 
-def load_mer2023(data_dir: Path, split: str, language: str = "english", **_: Any) -> list[dict[str, Any]]:
+def load_mer2023(data_dir: Path, split: str, language: str = "english") -> list[dict[str, Any]]:
     """MER2023 6-way discrete labels (neutral, angry, happy, sad, worried, surprise) with subtitles."""
     path = find_file(search_dirs(data_dir), MER2023_FILES[split], f"MER2023 {split} label table")
     table = read_table(

@@ -122,7 +122,7 @@ def _wavs(data_dir: Path, subfolders: tuple[str, ...]) -> list[Path]:
     return []
 
 
-def load_emodb(data_dir: Path, split: str, **_: Any) -> list[dict[str, Any]]:
+def load_emodb(data_dir: Path, split: str) -> list[dict[str, Any]]:
     labels_csv = optional_file(data_dir, ("labels.csv",))
     rows = []
     if labels_csv is not None:
@@ -171,7 +171,7 @@ def _emodb_row(wav: Path, label: str, split: str, source: str, meta: dict[str, s
     )
 
 
-def load_ravdess(data_dir: Path, split: str, include_song: bool = False, **_: Any) -> list[dict[str, Any]]:
+def load_ravdess(data_dir: Path, split: str, include_song: bool = False) -> list[dict[str, Any]]:
     """RAVDESS: ``MM-VV-EE-II-SS-RR-AA.wav`` (modality, vocal channel, emotion, intensity, statement,
     repetition, actor; odd actors are male)."""
     rows = []
@@ -205,7 +205,7 @@ def load_ravdess(data_dir: Path, split: str, include_song: bool = False, **_: An
     return _in_split(rows, split)
 
 
-def load_cremad(data_dir: Path, split: str, **_: Any) -> list[dict[str, Any]]:
+def load_cremad(data_dir: Path, split: str) -> list[dict[str, Any]]:
     """CREMA-D: ``AudioWAV/{actor}_{sentence}_{emotion}_{level}.wav`` (acted, intended emotion)."""
     wavs = _wavs(data_dir, ("AudioWAV", ""))
     if not wavs:
