@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from affectllm.errors import InputError
+from affectllm.registry import Registry
 
 Completion = str | list[dict[str, Any]]
 RewardFn = Callable[..., list[float | None]]
@@ -245,28 +246,28 @@ class RewardSpec:
     options: Mapping[str, Any] | None = None
 
 
-REWARDS: dict[str, RewardFn] = {
-    "format": format_reward,
-    "ew_f1": ew_f1_reward,
-    "accuracy": accuracy_reward,
-    "label_count": label_count_reward,
-    "length": length_reward,
-    "grounding": grounding_reward,
-}
-
-# Which dataset columns each reward reads (the GRPO data builder keeps them).
-REWARD_COLUMNS: dict[str, tuple[str, ...]] = {
-    "format": (),
-    "ew_f1": ("labels",),
-    "accuracy": ("label", "label_set"),
-    "label_count": (),
-    "length": (),
-    "grounding": ("evidence",),
-}
-
+# Adding a reward is one line here: the columns it reads and the options a recipe may set both come from its
+# signature (see _COLUMN_NAMES and _options_of).
+REWARDS: Registry[RewardFn] = Registry(
+    "reward",
+    {
+        "format": format_reward,
+        "ew_f1": ew_f1_reward,
+        "accuracy": accuracy_reward,
+        "label_count": label_count_reward,
+        "length": length_reward,
+        "grounding": grounding_reward,
+    },
+)
 
 # Dataset columns are filled per row by the trainer; everything else with a default is a recipe option.
-_COLUMN_NAMES = {"labels", "label", "label_set", "evidence"}
+_COLUMN_NAMES = ("labels", "label", "label_set", "evidence")
+
+
+def columns_of(fn: RewardFn) -> tuple[str, ...]:
+    """The dataset columns a reward reads: the parameters it names from :data:`_COLUMN_NAMES`."""
+    params = inspect.signature(fn).parameters
+    return tuple(name for name in _COLUMN_NAMES if name in params)
 
 
 def _options_of(fn: RewardFn) -> set[str]:
@@ -279,10 +280,9 @@ def _options_of(fn: RewardFn) -> set[str]:
 
 def get_reward(name: str, **options: Any) -> RewardFn:
     """The registered reward ``name`` with its options bound; its ``__name__`` is ``name`` so trl logs it
-    as ``rewards/<name>/mean``. Unknown names or options raise ``KeyError`` / ``TypeError``."""
-    if name not in REWARDS:
-        raise KeyError(f"unknown reward {name!r}; known rewards: {', '.join(sorted(REWARDS))}")
-    fn = REWARDS[name]
+    as ``rewards/<name>/mean``. An unknown name raises :class:`~affectllm.registry.UnknownNameError` (a
+    ``KeyError``) listing the known rewards; an unknown option raises ``TypeError``."""
+    fn = REWARDS.get(name)
     unknown = set(options) - _options_of(fn)
     if unknown:
         raise TypeError(
@@ -317,7 +317,7 @@ def parse_reward_specs(
         raise InputError(source, f"'rewards' must be a mapping or a list, not {type(config).__name__}")
     for name, value in items:
         if name not in REWARDS:
-            raise InputError(source, f"unknown reward {name!r}; known rewards: {', '.join(sorted(REWARDS))}")
+            raise InputError(source, f"unknown reward {name!r}; known rewards: {', '.join(REWARDS.names())}")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             specs.append(RewardSpec(name, float(value), {}))
             continue
@@ -352,7 +352,7 @@ def build_rewards(specs: Sequence[RewardSpec]) -> tuple[list[RewardFn], list[flo
 
 def reward_columns(specs: Iterable[RewardSpec]) -> set[str]:
     """The dataset columns the given rewards read."""
-    return {col for spec in specs for col in REWARD_COLUMNS[spec.name]}
+    return {col for spec in specs for col in columns_of(REWARDS.get(spec.name))}
 
 
 def score_completions(
