@@ -8,7 +8,7 @@ The library API (imported lazily, so ``import affectllm`` and ``affectllm --help
     prediction = reasoner.predict(clip)                 # Prediction(emotions, rationale, answer, ...)
     a.predict("manifest.jsonl", "pred.jsonl", reasoner) # resumable batch prediction
     a.run_task(a.load_task("meld-closed-context"), "data/meld", "runs/meld", reasoner)
-    a.score_ov(gold, predictions)                       # emotion-wheel metrics, as the official code
+    a.score_ov(predictions=pred, references=gold)       # emotion-wheel metrics, as the official code
 
 See docs/python-api.md.
 """

@@ -126,7 +126,11 @@ def ew_f1_reward(
             out.append(None)
             continue
         pred = _parse(completion)
-        out.append(sample_ew_f1(gold_labels, list(pred.emotions), levels=levels, version=version))
+        out.append(
+            sample_ew_f1(
+                references=gold_labels, predictions=list(pred.emotions), levels=levels, version=version
+            )
+        )
     return out
 
 
@@ -228,7 +232,7 @@ def grounding_reward(
         if not cues:
             out.append(float(empty))
             continue
-        result = grounding(cues, lines, **kwargs)
+        result = grounding(predictions=cues, references=lines, **kwargs)
         n = len(result.supported) + len(result.hallucinated)
         out.append((len(result.supported) - float(hallucination_cost) * len(result.hallucinated)) / n)
     return out

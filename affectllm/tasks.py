@@ -225,7 +225,7 @@ def _modalities(value: Any, path: Path | None, where: str) -> list[str] | None:
 def parse_task(data: dict[str, Any], path: Path | None = None) -> Task:
     """Validate a task mapping; every problem is an InputError naming the file and the offending key."""
     from affectllm.datasets import get_dataset
-    from affectllm.metrics import available_metrics
+    from affectllm.metrics import available_metrics, get_metric
 
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
@@ -325,10 +325,8 @@ def parse_task(data: dict[str, Any], path: Path | None = None) -> Task:
             raise InputError(
                 path, f"metrics[{i}]: unknown metric {metric_name!r}; known: {', '.join(available_metrics())}"
             )
-        if metric_name not in METRIC_INPUTS:
-            raise InputError(
-                path, f"metrics[{i}]: metric {metric_name!r} has no task adapter in affectllm.tasks"
-            )
+        if get_metric(metric_name).task_inputs is None:
+            raise InputError(path, f"metrics[{i}]: metric {metric_name!r} has no task adapter (task_inputs)")
         metrics.append(MetricEntry(metric_name, dict(item.get("options") or {})))
 
     primary = data.get("primary")
@@ -372,61 +370,6 @@ def parse_task(data: dict[str, Any], path: Path | None = None) -> Task:
 # ------------------------------------------------------------------------------------------ metric inputs
 
 
-def _first_label(emotions: Sequence[str]) -> str:
-    return emotions[0] if emotions else ""
-
-
-def _cited(pred: dict[str, Any]) -> list[dict[str, Any]]:
-    """The rationale items the model cited (dicts with cue text, modality and cue id) that say something."""
-    return [r for r in pred.get("rationale") or [] if str(r.get("cue") or "").strip()]
-
-
-def _closed_inputs(records: list[dict[str, Any]], task: Task) -> tuple[Any, Any, dict[str, Any]]:
-    refs = [r["gold"]["label"] for r in records]
-    preds = [_first_label(r["emotions"]) for r in records]
-    return preds, refs, {"labels": task.labels} if task.labels else {}
-
-
-def _ew_inputs(records: list[dict[str, Any]], task: Task) -> tuple[Any, Any, dict[str, Any]]:
-    refs = {r["id"]: r["gold"]["labels"] for r in records}
-    preds = {r["id"]: r["emotions"] for r in records}
-    return preds, refs, {}
-
-
-def _hit_inputs(records: list[dict[str, Any]], task: Task) -> tuple[Any, Any, dict[str, Any]]:
-    refs = {r["id"]: r["gold"]["label"] or _first_label(r["gold"]["labels"]) for r in records}
-    preds = {r["id"]: r["emotions"] for r in records}
-    return preds, refs, {}
-
-
-def _rationale_inputs(records: list[dict[str, Any]], task: Task) -> tuple[Any, Any, dict[str, Any]]:
-    with_ref = [r for r in records if r["gold"].get("rationale")]
-    refs = {r["id"]: r["gold"]["rationale"] for r in with_ref}
-    # The cited cues are the model's rationale; a model that cites nothing is judged on its free text.
-    preds = {r["id"]: _cited(r) or r.get("answer", "") for r in with_ref}
-    return preds, refs, {}
-
-
-def _grounding_inputs(records: list[dict[str, Any]], task: Task) -> tuple[Any, Any, dict[str, Any]]:
-    preds = {r["id"]: _cited(r) for r in records}
-    refs = {r["id"]: r.get("evidence") or [] for r in records}
-    return preds, refs, {}
-
-
-# metric name → builds (predictions, references, extra options) for MetricSpec.fn from the run's records.
-METRIC_INPUTS: dict[str, Callable[[list[dict[str, Any]], Task], tuple[Any, Any, dict[str, Any]]]] = {
-    "ew": _ew_inputs,
-    "closed_set": _closed_inputs,
-    "accuracy": _closed_inputs,
-    "weighted_f1": _closed_inputs,
-    "macro_f1": _closed_inputs,
-    "uar": _closed_inputs,
-    "hit_rate": _hit_inputs,
-    "rationale": _rationale_inputs,
-    "grounding": _grounding_inputs,
-}
-
-
 def dig(result: dict[str, Any], key: str) -> Any:
     """``result["l1"]["f"]`` for ``key="l1.f"``; None when absent."""
     value: Any = result
@@ -444,12 +387,12 @@ def score_records(records: list[dict[str, Any]], task: Task) -> dict[str, dict[s
     out: dict[str, dict[str, Any]] = {}
     for entry in task.metrics:
         spec = get_metric(entry.name)
-        preds, refs, extra = METRIC_INPUTS[entry.name](records, task)
+        preds, refs, extra = spec.task_inputs(records, task)
         if not refs:
             out[entry.name] = {"error": "no sample has the reference this metric needs", "n": 0}
             continue
         try:
-            out[entry.name] = spec.fn(preds, refs, **{**extra, **entry.options})
+            out[entry.name] = spec.fn(predictions=preds, references=refs, **{**extra, **entry.options})
         except (ValueError, KeyError) as exc:
             # A metric that cannot score this data (e.g. gold outside the label set) must not hide the others.
             out[entry.name] = {"error": f"{type(exc).__name__}: {exc}"}
@@ -799,7 +742,6 @@ def run_ablation(
 
 
 __all__ = [
-    "METRIC_INPUTS",
     "RunResult",
     "Task",
     "build_clip",

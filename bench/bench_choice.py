@@ -58,7 +58,7 @@ def _row(
 ) -> dict[str, Any]:
     from affectllm.metrics.closed import closed_set_scores
 
-    scores = closed_set_scores(gold, answers, labels=labels)
+    scores = closed_set_scores(references=gold, predictions=answers, labels=labels)
     top, count = Counter(a or "(none)" for a in answers).most_common(1)[0]
     return {
         "decoding": name,

@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     times = []
     for _ in range(max(1, args.repeat)):
         start = time.perf_counter()
-        fast = score_ov(gold, pred, version=args.version, floor=False)["variants"]
+        fast = score_ov(references=gold, predictions=pred, version=args.version, floor=False)["variants"]
         times.append(time.perf_counter() - start)
     fast_s = statistics.median(times)
 

@@ -85,8 +85,8 @@ def run_setting(
     ]
     meld_preds = [parse_answer(text, labels=labels) for text in generate(meld_msgs)]
     closed = closed_set_scores(
-        [r["label"] for r in sets["meld"]],
-        [p.emotions[0] if p.emotions else None for p in meld_preds],
+        references=[r["label"] for r in sets["meld"]],
+        predictions=[p.emotions[0] if p.emotions else None for p in meld_preds],
         labels=labels,
     )
 
@@ -97,7 +97,7 @@ def run_setting(
     ov_preds = [parse_answer(text) for text in generate(ov_msgs)]
     gold = {r["id"]: list(r["labels"]) for r in sets["ovmerd"]}
     pred = {r["id"]: list(p.emotions) for r, p in zip(sets["ovmerd"], ov_preds, strict=True)}
-    ov = score_ov(gold, pred)
+    ov = score_ov(references=gold, predictions=pred)
     answers = meld_preds + ov_preds
     floor = ov.get("floor") or {}
     return {

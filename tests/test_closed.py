@@ -25,7 +25,7 @@ def test_matches_sklearn_on_random_labels(seed: int) -> None:
     # Skewed classes, and some predictions outside the class set (an LLM's free answer).
     gold = list(rng.choice(CLASSES, 300, p=[0.35, 0.25, 0.2, 0.1, 0.05, 0.05]))
     pred = list(rng.choice([*CLASSES, "confused", "bored"], 300))
-    result = closed_set_scores(gold, pred)
+    result = closed_set_scores(references=gold, predictions=pred)
     labels = sorted(set(gold))
     assert result["labels"] == labels
     assert result["accuracy"] == pytest.approx(sklearn_metrics.accuracy_score(gold, pred))
@@ -51,7 +51,7 @@ def test_uar_equals_balanced_accuracy_when_predictions_stay_in_the_set() -> None
     rng = np.random.default_rng(7)
     gold = list(rng.choice(CLASSES, 200))
     pred = list(rng.choice(CLASSES, 200))
-    result = closed_set_scores(gold, pred)
+    result = closed_set_scores(references=gold, predictions=pred)
     assert result["uar"] == pytest.approx(sklearn_metrics.balanced_accuracy_score(gold, pred))
     assert result["confusion_matrix"]["columns"] == sorted(CLASSES)  # no "(other)" column needed
 
@@ -59,7 +59,7 @@ def test_uar_equals_balanced_accuracy_when_predictions_stay_in_the_set() -> None
 def test_known_answer_and_label_order() -> None:
     gold = ["sad", "happy", "happy", "angry"]
     pred = ["sad", "happy", "angry", "angry"]
-    result = closed_set_scores(gold, pred, labels=["happy", "sad", "angry", "neutral"])
+    result = closed_set_scores(references=gold, predictions=pred, labels=["happy", "sad", "angry", "neutral"])
     assert result["accuracy"] == 0.75
     # happy: P 1, R 0.5, F 2/3; sad: 1/1/1; angry: P 0.5, R 1, F 2/3; neutral has no gold sample and scores 0,
     # as in scikit-learn with labels= (the average is over the given set).
@@ -80,22 +80,22 @@ def test_normalisation_and_word_form_folding() -> None:
     assert canonical_label("happiness", order) == "happy"
     assert canonical_label("joy", order) == "joy"  # a different word is never folded
     assert canonical_label("anger", order, fold_word_forms=False) == "anger"
-    result = closed_set_scores(["angry", "happy"], ["ANGER", "Happiness"])
+    result = closed_set_scores(references=["angry", "happy"], predictions=["ANGER", "Happiness"])
     assert result["accuracy"] == 1.0
     # A word form that is itself a class stays as it is.
     assert canonical_label("anger", ["anger", "angry"]) == "anger"
 
 
 def test_missing_predictions_and_bad_input() -> None:
-    result = closed_set_scores(["happy", "sad"], ["happy", None])
+    result = closed_set_scores(references=["happy", "sad"], predictions=["happy", None])
     assert result["accuracy"] == 0.5
     assert result["empty_predictions"] == 1
     with pytest.raises(ValueError, match="gold has 2 labels but pred has 1"):
-        closed_set_scores(["a", "b"], ["a"])
+        closed_set_scores(references=["a", "b"], predictions=["a"])
     with pytest.raises(ValueError, match="outside the label list: sad"):
-        closed_set_scores(["happy", "sad"], ["happy", "sad"], labels=["happy"])
+        closed_set_scores(references=["happy", "sad"], predictions=["happy", "sad"], labels=["happy"])
     with pytest.raises(ValueError, match="no samples"):
-        closed_set_scores([], [])
+        closed_set_scores(references=[], predictions=[])
 
 
 MELD_LABELS = ["neutral", "surprise", "fear", "sadness", "joy", "disgust", "anger"]
@@ -113,14 +113,14 @@ def test_macro_f1_and_uar_average_over_the_task_label_set_as_sklearn_labels_does
     assert result["uar"] == pytest.approx(sklearn_metrics.recall_score(gold, pred, **kw))
     assert result["label_set"] == "given" and result["labels"] == MELD_LABELS
     # Without the set, the gold classes are the set (and the result says so).
-    alone = closed_set_scores(gold, pred)
+    alone = closed_set_scores(references=gold, predictions=pred)
     assert alone["label_set"] == "gold" and alone["labels"] == sorted(set(gold))
 
 
 def test_the_issue_example_five_meld_samples() -> None:
     gold = ["neutral", "neutral", "joy", "surprise", "neutral"]
     pred = ["neutral", "joy", "neutral", "neutral", "anger"]
-    result = closed_set_scores(gold, pred, labels=MELD_LABELS)
+    result = closed_set_scores(references=gold, predictions=pred, labels=MELD_LABELS)
     kw = {"labels": MELD_LABELS, "average": "macro", "zero_division": 0}
     assert result["macro_f1"] == pytest.approx(sklearn_metrics.f1_score(gold, pred, **kw))
     assert (
@@ -135,9 +135,9 @@ def test_registry_entries() -> None:
     for name in ("accuracy", "weighted_f1", "macro_f1", "uar", "closed_set"):
         spec = get_metric(name)
         assert spec.higher_is_better
-        out = spec.fn(pred, gold)
+        out = spec.fn(predictions=pred, references=gold)
         assert spec.primary in out
-    assert get_metric("uar").fn(pred, gold)["uar"] == pytest.approx(0.75)
+    assert get_metric("uar").fn(predictions=pred, references=gold)["uar"] == pytest.approx(0.75)
     assert get_metric("hit_rate").primary == "hit_rate"
 
 
@@ -147,7 +147,7 @@ def test_registry_entries() -> None:
 def test_hit_rate_known_answer() -> None:
     gold = {"a": "happy", "b": "angry", "c": "not-an-emotion-word"}
     pred = {"a": ["joyful", "smiling"], "b": "[sad]", "x": ["happy"]}
-    result = hit_rate(gold, pred)
+    result = hit_rate(references=gold, predictions=pred)
     # "c" maps to nothing and is skipped on every wheel; "a" is a hit, "b" is not.
     for wheel in result["wheels"].values():
         assert wheel["n"] == 2
@@ -159,8 +159,8 @@ def test_hit_rate_known_answer() -> None:
 
 def test_hit_rate_is_one_for_the_gold_itself_and_zero_for_no_prediction() -> None:
     gold = {"a": "happy", "b": "sad", "c": "angry", "d": "surprise"}
-    assert hit_rate(gold, {k: [v] for k, v in gold.items()})["hit_rate"] == 1.0
-    assert hit_rate(gold, {k: [] for k in gold})["hit_rate"] == 0.0
+    assert hit_rate(references=gold, predictions={k: [v] for k, v in gold.items()})["hit_rate"] == 1.0
+    assert hit_rate(references=gold, predictions={k: [] for k in gold})["hit_rate"] == 0.0
 
 
 def _official_hit_rate(emotion_wheel: Path, name2gt: dict, name2pred: dict) -> float:
@@ -236,7 +236,7 @@ def test_hit_rate_matches_the_official_algorithm_on_real_predictions(shared_data
         name2pred = dict(zip(table["name"], table["labels"], strict=True))
         name2gt = {n: onehot_all[n] for n in name2pred if n in onehot_all}
         assert len(name2gt) > 100
-        ours = hit_rate(name2gt, name2pred)
+        ours = hit_rate(references=name2gt, predictions=name2pred)
         assert 0.0 < ours["hit_rate"] < 1.0
         assert ours["hit_rate"] == pytest.approx(
             _official_hit_rate(shared_data / "emotion_wheel", name2gt, name2pred)

@@ -32,7 +32,7 @@ def test_every_file_and_version_matches_the_official_numbers(ovmerd):
         pred = read_label_file(path)
         for version in ("2025", "2026"):
             want = expected["results"][path.stem][f"ew_version_{version}"]
-            got = score_ov(gold, pred, version=version)
+            got = score_ov(references=gold, predictions=pred, version=version)
             where = f"{path.stem} {version}"
             for variant in VARIANTS:
                 assert got["variants"][variant]["n"] == want["variants"][variant]["n"], f"{where} {variant} n"

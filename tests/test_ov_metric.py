@@ -28,7 +28,7 @@ def test_words_used_here_map_as_assumed():
 def test_hand_built_case():
     gold = {"a": ["happy", "sad"], "b": ["angry"], "c": ["neutral"]}
     pred = {"a": ["joyful", "worried", "xyzzy"], "b": [], "c": ["happy"]}
-    result = score_ov(gold, pred)
+    result = score_ov(references=gold, predictions=pred)
     # W1-L1: a: G={happy, sad}, P={happy, scared} -> p=r=1/2; b: P empty -> 0, 0; c: gold maps to nothing.
     assert result["variants"]["W1-L1"] == pytest.approx({"f": 0.25, "p": 0.25, "r": 0.25, "n": 2})
     # M1: a: G={happiness, sad}, P={joy, worried} -> nothing shared.
@@ -44,26 +44,28 @@ def test_hand_built_case():
 
 
 def test_duplicates_and_synonyms_count_once():
-    result = score_ov({"a": ["happy"]}, {"a": ["happy", "joyful", "Happiness", "happy"]})
+    result = score_ov(
+        references={"a": ["happy"]}, predictions={"a": ["happy", "joyful", "Happiness", "happy"]}
+    )
     assert result["variants"]["W1-L1"] == {"f": 1.0, "p": 1.0, "r": 1.0, "n": 1}
 
 
 def test_empty_prediction_and_empty_gold():
-    result = score_ov({"a": ["happy"], "b": []}, {"a": [], "b": ["sad"]})
+    result = score_ov(references={"a": ["happy"], "b": []}, predictions={"a": [], "b": ["sad"]})
     for variant in VARIANTS:
         assert result["variants"][variant] == {"f": 0.0, "p": 0.0, "r": 0.0, "n": 1}
     assert result["oov_rate"] == 0.0
 
-    nothing = score_ov({"a": ["neutral"]}, {"a": ["happy"]})
+    nothing = score_ov(references={"a": ["neutral"]}, predictions={"a": ["happy"]})
     assert all(nothing["variants"][v]["n"] == 0 for v in VARIANTS)
     assert nothing["l1"] == {"f": 0.0, "p": 0.0, "r": 0.0}
     assert any("no gold labels map" in w for w in nothing["warnings"])
     assert nothing["floor"] is None
-    assert score_ov({"a": ["happy"]}, {"a": []})["oov_rate"] is None
+    assert score_ov(references={"a": ["happy"]}, predictions={"a": []})["oov_rate"] is None
 
 
 def test_missing_and_unknown_prediction_names():
-    result = score_ov({"a": ["happy"], "b": ["sad"]}, {"a": ["happy"], "zzz": ["sad"]})
+    result = score_ov(references={"a": ["happy"], "b": ["sad"]}, predictions={"a": ["happy"], "zzz": ["sad"]})
     assert result["missing_predictions"] == ["b"] and result["unknown_predictions"] == ["zzz"]
     assert result["n_pred"] == 1
     assert any("no prediction" in w and "b" in w for w in result["warnings"])
@@ -73,40 +75,40 @@ def test_missing_and_unknown_prediction_names():
 
 
 def test_strings_are_parsed_by_the_official_rule():
-    as_lists = score_ov({"a": ["happy", "sad"]}, {"a": ["joyful"]})
-    as_strings = score_ov({"a": "['happy', 'sad']"}, {"a": "[Joyful]"})
+    as_lists = score_ov(references={"a": ["happy", "sad"]}, predictions={"a": ["joyful"]})
+    as_strings = score_ov(references={"a": "['happy', 'sad']"}, predictions={"a": "[Joyful]"})
     assert as_lists["variants"] == as_strings["variants"]
 
 
 def test_versions_differ_where_the_tables_do():
     gold, pred = {"a": ["fearful"]}, {"a": ["fear"]}
-    assert score_ov(gold, pred, version="2025")["variants"]["W2-L1"]["f"] == 0.0
-    assert score_ov(gold, pred, version="2026")["variants"]["W2-L1"]["f"] == 1.0
+    assert score_ov(references=gold, predictions=pred, version="2025")["variants"]["W2-L1"]["f"] == 0.0
+    assert score_ov(references=gold, predictions=pred, version="2026")["variants"]["W2-L1"]["f"] == 1.0
     with pytest.raises(ValueError):
-        score_ov(gold, pred, version="1999")
+        score_ov(references=gold, predictions=pred, version="1999")
 
 
 def test_floor_picks_the_best_k():
     gold = {"a": ["happy"], "b": ["happy"], "c": ["happy", "sad"]}
-    floor = score_ov(gold, {})["floor"]
+    floor = score_ov(references=gold, predictions={})["floor"]
     # k=1 (always "happy"): P=1, R=(1+1+1/2)/3=5/6 at every wheel's level 1 -> F=10/11; k=2 gives F=0.8.
     assert floor["k"] == 1 and floor["labels"] == ["happy"]
     assert floor["l1"]["f"] == pytest.approx(10 / 11)
-    assert score_ov(gold, {}, floor=False)["floor"] is None
+    assert score_ov(references=gold, predictions={}, floor=False)["floor"] is None
 
 
 def test_sample_ew_f1():
-    assert sample_ew_f1(["happy"], ["joyful"]) == 1.0
-    assert sample_ew_f1(["happy"], []) == 0.0
-    assert sample_ew_f1(["neutral"], ["happy"]) is None
+    assert sample_ew_f1(references=["happy"], predictions=["joyful"]) == 1.0
+    assert sample_ew_f1(references=["happy"], predictions=[]) == 0.0
+    assert sample_ew_f1(references=["neutral"], predictions=["happy"]) is None
     # Level 2: happy -> (joyful, content, cheerful, acceptance, proud) and joyful -> (accepted, accepted,
     # cheerful, acceptance, proud) across the five wheels: 3 of 5 agree.
-    assert sample_ew_f1(["happy"], ["joyful"], levels=(2,)) == pytest.approx(0.6)
-    assert sample_ew_f1(["happy"], ["joyful"], levels=(1, 2)) == pytest.approx(0.8)
+    assert sample_ew_f1(references=["happy"], predictions=["joyful"], levels=(2,)) == pytest.approx(0.6)
+    assert sample_ew_f1(references=["happy"], predictions=["joyful"], levels=(1, 2)) == pytest.approx(0.8)
     # One of two gold units hit, one prediction: P=1, R=1/2 -> F=2/3 at wheel 1.
-    assert sample_ew_f1("[happy, angry]", "[joyful]") == pytest.approx(2 / 3)
+    assert sample_ew_f1(references="[happy, angry]", predictions="[joyful]") == pytest.approx(2 / 3)
     with pytest.raises(ValueError):
-        sample_ew_f1(["happy"], ["happy"], levels=(3,))
+        sample_ew_f1(references=["happy"], predictions=["happy"], levels=(3,))
 
 
 def _plain(gold, pred, version):
@@ -133,7 +135,7 @@ def test_matches_plain_statement_on_random_data(version):
     words = [*rng.sample(vocab, 150), "xyzzy", "neutral", "not an emotion"]
     gold = {f"s{i}": rng.sample(words, rng.randint(0, 4)) for i in range(300)}
     pred = {f"s{i}": [rng.choice(words) for _ in range(rng.randint(0, 6))] for i in range(300)}
-    result = score_ov(gold, pred, version=version)
+    result = score_ov(references=gold, predictions=pred, version=version)
     for variant, (p, r, n) in _plain(gold, pred, version).items():
         assert result["variants"][variant]["p"] == p
         assert result["variants"][variant]["r"] == r
@@ -143,6 +145,6 @@ def test_matches_plain_statement_on_random_data(version):
 def test_registered_metric():
     spec = get_metric("ew")
     assert spec.aggregation == "f_of_means" and spec.higher_is_better and spec.primary == "l1.f"
-    by_name = spec.fn({"a": ["joyful"]}, {"a": ["happy"]})
-    aligned = spec.fn([["joyful"]], [["happy"]])
+    by_name = spec.fn(predictions={"a": ["joyful"]}, references={"a": ["happy"]})
+    aligned = spec.fn(predictions=[["joyful"]], references=[["happy"]])
     assert by_name["l1"] == aligned["l1"] == {"f": 1.0, "p": 1.0, "r": 1.0}

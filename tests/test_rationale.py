@@ -142,28 +142,31 @@ def test_rationale_scores_identity_unrelated_and_missing(embedder) -> None:
         "b": "She smiled broadly and her eyes sparkled.",
         "c": "Therefore, it can be inferred that his emotional state is anger.",  # no cue: skipped
     }
-    same = rationale_scores(ref, ref, embedder)
+    same = rationale_scores(predictions=ref, references=ref, embedder=embedder)
     assert same["overall"]["p"] == pytest.approx(1.0, abs=1e-4)
     assert same["overall"]["f_hard"] == 1.0
     assert same["n"] == 2 and same["skipped"] == ["c"]
     assert same["acoustic"]["n"] == 1 and same["textual"]["n"] == 1 and same["visual"]["n"] == 2
 
-    other = rationale_scores({"a": ref["b"], "b": ref["a"]}, ref, embedder)
+    other = rationale_scores(predictions={"a": ref["b"], "b": ref["a"]}, references=ref, embedder=embedder)
     assert other["overall"]["f"] < 0.5 < same["overall"]["f"]
     # "b" predicts nothing acoustic/textual: sample a's reference acoustic cues go unmatched.
     assert other["acoustic"]["r"] == 0.0
 
     para = rationale_scores(
-        {"a": "His voice got louder and he yelled. His brows were lowered in a frown.", "b": "A wide smile."},
-        ref,
-        embedder,
+        predictions={
+            "a": "His voice got louder and he yelled. His brows were lowered in a frown.",
+            "b": "A wide smile.",
+        },
+        references=ref,
+        embedder=embedder,
     )
     assert other["overall"]["f"] < para["overall"]["f"] < same["overall"]["f"]
     assert (
         para["samples"]["a"]["textual"]["r"] < para["samples"]["a"]["acoustic"]["r"]
     )  # speech not mentioned
 
-    missing = rationale_scores({"a": ref["a"]}, ref, embedder)
+    missing = rationale_scores(predictions={"a": ref["a"]}, references=ref, embedder=embedder)
     assert missing["missing_predictions"] == ["b", "c"]
     assert missing["samples"]["b"]["overall"] == {
         "p": 0.0, "r": 0.0, "f": 0.0, "p_hard": 0.0, "r_hard": 0.0, "f_hard": 0.0,
@@ -172,7 +175,9 @@ def test_rationale_scores_identity_unrelated_and_missing(embedder) -> None:
 
 def test_rationale_registry(embedder) -> None:
     spec = get_metric("rationale")
-    out = spec.fn({"a": "He is shouting."}, {"a": "He shouts loudly."}, embedder=embedder)
+    out = spec.fn(
+        predictions={"a": "He is shouting."}, references={"a": "He shouts loudly."}, embedder=embedder
+    )
     assert 0.5 < out["overall"]["f"] <= 1.0
     assert spec.primary == "f" and out["f"] == out["overall"]["f"]
 
@@ -193,23 +198,28 @@ def test_grounding_supported_hallucinated_and_citations(embedder) -> None:
         "[L1]",  # a bare citation is the cited evidence itself
         "a woman holds a birthday cake",  # nothing like it in the evidence
     ]
-    result = grounding(rationale, lines, embedder=embedder)
+    result = grounding(predictions=rationale, references=lines, embedder=embedder)
     assert result.supported == [rationale[0], rationale[1], rationale[4]]
     assert result.hallucinated == [rationale[2], rationale[3], rationale[5]]
     assert result.score == pytest.approx(3 / 6)
     assert result.best[3] == 0.0 and result.best[4] == 1.0
     assert all(b >= DEFAULT_GROUNDING_THRESHOLD for b in (result.best[0], result.best[1]))
     # A stricter threshold can only remove support.
-    strict = grounding(rationale, lines, threshold=0.95, embedder=embedder)
+    strict = grounding(predictions=rationale, references=lines, threshold=0.95, embedder=embedder)
     assert set(strict.supported) <= set(result.supported) and strict.supported == ["[L1]"]
 
 
 def test_grounding_edge_cases(embedder) -> None:
-    assert grounding([], ["A1 [whole clip] loudness: loud"], embedder=embedder).score == 0.0
-    no_evidence = grounding(["he shouts"], [], embedder=embedder)
+    assert (
+        grounding(predictions=[], references=["A1 [whole clip] loudness: loud"], embedder=embedder).score
+        == 0.0
+    )
+    no_evidence = grounding(predictions=["he shouts"], references=[], embedder=embedder)
     assert no_evidence.score == 0.0 and no_evidence.hallucinated == ["he shouts"]
     # Evidence lines without ids work; they just cannot be cited.
-    plain = grounding(["he shouts loudly"], ["the speaker is shouting loudly"], embedder=embedder)
+    plain = grounding(
+        predictions=["he shouts loudly"], references=["the speaker is shouting loudly"], embedder=embedder
+    )
     assert plain.score == 1.0
     # A Clip, and a rendered block with headers, give the same lines.
     from affectllm.textualize.render import render_cues
@@ -221,8 +231,8 @@ def test_grounding_edge_cases(embedder) -> None:
 def test_grounding_registry_over_a_corpus(embedder) -> None:
     spec = get_metric("grounding")
     out = spec.fn(
-        {"c1": [{"cue": "loud voice", "cue_id": "A1"}, "a cake"], "c2": "He shouts.", "c3": []},
-        {"c1": Clip("c1", cues=list(EVIDENCE)), "c3": EVIDENCE},
+        predictions={"c1": [{"cue": "loud voice", "cue_id": "A1"}, "a cake"], "c2": "He shouts.", "c3": []},
+        references={"c1": Clip("c1", cues=list(EVIDENCE)), "c3": EVIDENCE},
         embedder=embedder,
     )
     assert out["samples"]["c1"]["score"] == 0.5
@@ -255,12 +265,14 @@ def test_emer_reasonings_as_reference(shared_data: Path, embedder) -> None:
         for c in cs
     )
 
-    itself = rationale_scores(ref, ref, embedder)
+    itself = rationale_scores(predictions=ref, references=ref, embedder=embedder)
     names = list(ref)
     shuffled_names = names[1:] + names[:1]
     random.Random(0).shuffle(shuffled_names)
     shuffled = rationale_scores(
-        {n: ref[m] for n, m in zip(names, shuffled_names, strict=True)}, ref, embedder
+        predictions={n: ref[m] for n, m in zip(names, shuffled_names, strict=True)},
+        references=ref,
+        embedder=embedder,
     )
     assert itself["overall"]["f"] == pytest.approx(1.0, abs=1e-4)
     assert shuffled["overall"]["f"] < 0.6

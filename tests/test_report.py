@@ -11,12 +11,13 @@ from affectllm.report import write_report
 
 def _metrics() -> dict:
     closed = get_metric("closed_set").fn(
-        ["joy", "anger", "joy", "fear"],
-        ["joy", "anger", "sadness", "joy"],
+        predictions=["joy", "anger", "joy", "fear"],
+        references=["joy", "anger", "sadness", "joy"],
         labels=["joy", "anger", "sadness", "fear"],
     )
     ew = get_metric("ew").fn(
-        {"a": ["happy"], "b": ["angry", "sad"]}, {"a": ["happy", "excited"], "b": ["angry"]}
+        predictions={"a": ["happy"], "b": ["angry", "sad"]},
+        references={"a": ["happy", "excited"], "b": ["angry"]},
     )
     return {
         "task": "demo",

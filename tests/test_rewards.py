@@ -62,7 +62,9 @@ def test_ew_f1_reward_uses_the_wheel_metric():
     happy_sad = '<answer>{"emotions": ["happy", "sad"], "rationale": []}</answer>'
     # {happy, sad} vs {happy}: P = 1/2, R = 1 on every wheel, so F = 2/3; and it equals the metric's own value.
     assert fn([happy_sad], labels=[["happy"]])[0] == pytest.approx(2 / 3)
-    assert fn([happy_sad], labels=[["happy"]]) == [sample_ew_f1(["happy"], ["happy", "sad"])]
+    assert fn([happy_sad], labels=[["happy"]]) == [
+        sample_ew_f1(references=["happy"], predictions=["happy", "sad"])
+    ]
     # Gold that maps to no wheel word (neutral) makes the reward abstain; so does a missing gold.
     assert fn([GOOD, GOOD], labels=[["neutral"], []]) == [None, None]
     # A gold cell in the OV-MERD string form is parsed by the official rule.

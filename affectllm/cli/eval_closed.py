@@ -84,7 +84,11 @@ def run(args: argparse.Namespace) -> int:
                     gold.path, f"one-hot gold expected, found {len(labels)} labels", line=gold.lines[name]
                 )
             gold_onehot[name] = labels
-        result = hit_rate(gold_onehot, {n: labels_of(pred, n) for n in pred.values}, version=args.ew_version)
+        result = hit_rate(
+            references=gold_onehot,
+            predictions={n: labels_of(pred, n) for n in pred.values},
+            version=args.ew_version,
+        )
     else:
         from affectllm.metrics.closed import closed_set_scores
 
@@ -104,7 +108,10 @@ def run(args: argparse.Namespace) -> int:
         class_list = None if args.labels is None else parse_label_list(args.labels)
         try:
             result = closed_set_scores(
-                gold_labels, pred_labels, labels=class_list, fold_word_forms=not args.no_fold
+                references=gold_labels,
+                predictions=pred_labels,
+                labels=class_list,
+                fold_word_forms=not args.no_fold,
             )
         except ValueError as exc:
             raise InputError(args.gold, str(exc)) from None

@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if not gold:
         raise InputError(args.gold, "no samples")
-    result = score_ov(gold, pred, version=args.ew_version, floor=not args.no_floor)
+    result = score_ov(references=gold, predictions=pred, version=args.ew_version, floor=not args.no_floor)
     result["gold_file"] = str(args.gold)
     result["pred_file"] = str(args.pred)
     _warn_names(result, args, gold_lines, pred_lines)

@@ -144,11 +144,17 @@ def run(args: argparse.Namespace) -> int:
     embedder = get_embedder(args.embedding_model)
     result: dict[str, Any] = {
         "rationale": rationale_scores(
-            pred.values, ref.values, embedder, threshold, drop_conclusions=not args.keep_conclusions
+            predictions=pred.values,
+            references=ref.values,
+            embedder=embedder,
+            threshold=threshold,
+            drop_conclusions=not args.keep_conclusions,
         )
     }
     if evidence is not None:
-        result["grounding"] = grounding_scores(pred.values, evidence, threshold, embedder)
+        result["grounding"] = grounding_scores(
+            predictions=pred.values, references=evidence, threshold=threshold, embedder=embedder
+        )
         if result["grounding"]["missing_evidence"]:
             warn(
                 f"{len(result['grounding']['missing_evidence'])} predictions have no evidence in {args.evidence}"

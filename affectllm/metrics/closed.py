@@ -24,8 +24,6 @@ from typing import Any
 
 import numpy as np
 
-from affectllm.metrics import MetricSpec, register_metric
-
 OTHER = "(other)"
 
 #: Word-form variants folded onto each other. Only inflections of the *same* word (noun ↔ adjective ↔
@@ -71,14 +69,15 @@ def canonical_label(label: str, label_order: Sequence[str], fold_word_forms: boo
 
 
 def closed_set_scores(
-    gold: Sequence[str],
-    pred: Sequence[str | None],
+    *,
+    references: Sequence[str],
+    predictions: Sequence[str | None],
     labels: Sequence[str] | None = None,
     fold_word_forms: bool = True,
 ) -> dict[str, Any]:
     """Accuracy, weighted F1, macro F1, UAR, per-class P/R/F1 and the confusion matrix.
 
-    ``gold`` and ``pred`` are aligned single labels (``None`` in ``pred``: no prediction, scored wrong); labels
+    ``references`` (gold) and ``predictions`` are aligned single labels (``None`` in ``pred``: no prediction, scored wrong); labels
     are normalised (case, whitespace, surrounding punctuation) and, with ``fold_word_forms``, folded between word forms (``"anger"`` → ``"angry"`` when only
     ``"angry"`` is a class; see ``WORD_FORM_GROUPS``). Raises ``ValueError`` on length mismatch, empty input,
     or a gold label outside ``labels``. Pass the task's label set as ``labels`` to average macro F1 and UAR over
@@ -87,6 +86,7 @@ def closed_set_scores(
     The confusion matrix has one row per class of ``label_order`` (gold) and one column per class, plus a last
     ``(other)`` column when some prediction is outside the label order.
     """
+    gold, pred = references, predictions
     if len(gold) != len(pred):
         raise ValueError(f"gold has {len(gold)} labels but pred has {len(pred)}")
     if not gold:
@@ -164,8 +164,9 @@ WHEELS = ("W1", "W2", "W3", "W4", "W5")
 
 
 def hit_rate(
-    gold_onehot: Mapping[str, str | Sequence[str]],
-    pred: Mapping[str, str | Sequence[str]],
+    *,
+    references: Mapping[str, str | Sequence[str]],
+    predictions: Mapping[str, str | Sequence[str]],
     version: str = "2025",
 ) -> dict[str, Any]:
     """The MER-UniBench hit rate of open-vocabulary predictions against one-hot gold labels.
@@ -184,6 +185,7 @@ def hit_rate(
     A gold name with no prediction scores as an empty prediction and is listed in ``missing_predictions``;
     predictions for names not in the gold are ignored and counted in ``extra_predictions``.
     """
+    gold_onehot, pred = references, predictions
     from affectllm.labels import parse_label_list
     from affectllm.wheel import load_emotion_wheels
 
@@ -232,59 +234,3 @@ def hit_rate(
 def _as_label_value(value: Any) -> Any:
     # A tuple is a label list too; everything else goes to parse_label_list as is.
     return list(value) if isinstance(value, tuple) else value
-
-
-# --------------------------------------------------------------------------------------------------------
-# Registry entries: fn(predictions, references, **options)
-# --------------------------------------------------------------------------------------------------------
-
-
-def _closed(
-    predictions: Sequence[str | None],
-    references: Sequence[str],
-    *,
-    labels: Sequence[str] | None = None,
-    **options: Any,
-) -> dict[str, Any]:
-    """Registry entry; pass the task's label set as ``labels=`` to average over it (scikit-learn's labels=)."""
-    return closed_set_scores(references, predictions, labels=labels, **options)
-
-
-def _hit_rate(
-    predictions: Mapping[str, Sequence[str]], references: Mapping[str, str], **options: Any
-) -> dict[str, Any]:
-    return hit_rate(references, predictions, **options)
-
-
-for _name, _desc in (
-    ("accuracy", "share of samples whose predicted label equals the gold label"),
-    ("weighted_f1", "per-class F1 weighted by gold support"),
-    (
-        "macro_f1",
-        "unweighted mean of per-class F1 over the label set (the given labels, else the gold classes)",
-    ),
-    ("uar", "unweighted average recall over the label set (the given labels, else the gold classes)"),
-    ("closed_set", "accuracy, weighted/macro F1, UAR and the confusion matrix"),
-):
-    register_metric(
-        MetricSpec(
-            name=_name,
-            fn=_closed,
-            aggregation="corpus",
-            higher_is_better=True,
-            primary="accuracy" if _name == "closed_set" else _name,
-            description=_desc,
-        )
-    )
-
-register_metric(
-    MetricSpec(
-        name="hit_rate",
-        fn=_hit_rate,
-        aggregation="mean",
-        higher_is_better=True,
-        primary="hit_rate",
-        description="MER-UniBench hit rate: one-hot gold among open-vocabulary predictions at wheel level 1, "
-        "mean over 5 wheels",
-    )
-)

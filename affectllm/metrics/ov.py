@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from affectllm.labels import parse_label_list
-from affectllm.metrics import MetricSpec, register_metric
 from affectllm.wheel import (
     DEFAULT_VERSION,
     VARIANTS,
@@ -256,14 +255,15 @@ def _floor(gold: _Sets, wheels: EmotionWheels) -> dict[str, Any] | None:
 
 
 def score_ov(
-    gold: LabelLists,
-    pred: LabelLists,
+    *,
+    references: LabelLists,
+    predictions: LabelLists,
     version: str | int = DEFAULT_VERSION,
     floor: bool = True,
 ) -> dict[str, Any]:
     """Score open-vocabulary predictions against gold label lists with the emotion-wheel metric.
 
-    ``gold`` and ``pred`` map sample names to label lists (lists of strings, or strings parsed by the official
+    ``references`` (gold) and ``predictions`` map sample names to label lists (lists of strings, or strings parsed by the official
     rule). Every gold name is scored; a gold name without a prediction counts as an empty prediction and a
     prediction for a name not in ``gold`` is ignored — both are reported in ``warnings`` and listed in
     ``missing_predictions`` / ``unknown_predictions``.
@@ -273,6 +273,7 @@ def score_ov(
     "warnings"}``; scores are fractions in [0, 1]. ``floor`` (None when ``floor=False`` or no gold label is
     in the vocabulary) holds ``{"k", "labels", "m_avg", "l1", "l2"}`` of the best constant prediction.
     """
+    gold, pred = references, predictions
     wheels = load_emotion_wheels(version)
     names = list(gold)
     if gold.keys() == pred.keys():  # the usual case, checked as one set comparison
@@ -321,8 +322,9 @@ def _examples(names: list[str]) -> str:
 
 
 def sample_ew_f1(
-    gold: Sequence[str] | str,
-    pred: Sequence[str] | str,
+    *,
+    references: Sequence[str] | str,
+    predictions: Sequence[str] | str,
     levels: Sequence[int] = (1,),
     version: str | int = DEFAULT_VERSION,
 ) -> float | None:
@@ -331,6 +333,7 @@ def sample_ew_f1(
     Per wheel and level: F = 2PR / (P + R) of the mapped sets (0 when they share nothing); a wheel/level where
     the gold maps to nothing is left out of the mean. ``None`` when the gold maps to nothing anywhere.
     """
+    gold, pred = references, predictions
     wheels = load_emotion_wheels(version)
     names = {1: WHEEL_VARIANTS_L1, 2: WHEEL_VARIANTS_L2}
     try:
@@ -350,23 +353,12 @@ def sample_ew_f1(
     return sum(scores) / len(scores) if scores else None
 
 
-def _ew_metric(
-    predictions: Any, references: Any, version: str | int = DEFAULT_VERSION, **_: Any
+def ew_metric(
+    *, predictions: Any, references: Any, version: str | int = DEFAULT_VERSION, floor: bool = True
 ) -> dict[str, Any]:
-    """Registry adapter: ``predictions``/``references`` are name -> labels mappings or aligned sequences."""
+    """The registry's ``ew``: :func:`score_ov` where ``predictions``/``references`` may also be aligned
+    sequences of label lists (a test set without names)."""
     if not isinstance(references, Mapping):
         references = {str(i): labels for i, labels in enumerate(references)}
         predictions = {str(i): labels for i, labels in enumerate(predictions)}
-    return score_ov(references, predictions, version=version)
-
-
-register_metric(
-    MetricSpec(
-        name="ew",
-        fn=_ew_metric,
-        aggregation="f_of_means",
-        higher_is_better=True,
-        primary="l1.f",
-        description="OV-MER emotion-wheel F (mean over 5 wheels at level 1); also 12 variants, M-avg, level 2",
-    )
-)
+    return score_ov(predictions=predictions, references=references, version=version, floor=floor)

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from affectllm.metrics import MetricSpec, register_metric
 from affectllm.schema import (
     COARSE_MODALITY,
     CUE_ID_PATTERN,
@@ -349,8 +348,9 @@ def _f(p: float, r: float) -> float:
 
 
 def sample_rationale_scores(
-    pred_cues: Sequence[AtomicCue],
-    ref_cues: Sequence[AtomicCue],
+    *,
+    predictions: Sequence[AtomicCue],
+    references: Sequence[AtomicCue],
     embedder: Embedder | None = None,
     threshold: float = DEFAULT_GROUNDING_THRESHOLD,
 ) -> dict[str, Any]:
@@ -358,6 +358,7 @@ def sample_rationale_scores(
 
     A modality is scored (not ``None``) when the reference has cues of it; a prediction with none scores 0.
     """
+    pred_cues, ref_cues = predictions, references
     emb = _embedder(embedder)
     pred_vec = emb.encode([c.text for c in pred_cues])
     ref_vec = emb.encode([c.text for c in ref_cues])
@@ -371,8 +372,9 @@ def sample_rationale_scores(
 
 
 def rationale_scores(
-    pred: Mapping[str, Any],
-    ref: Mapping[str, Any],
+    *,
+    predictions: Mapping[str, Any],
+    references: Mapping[str, Any],
     embedder: Embedder | None = None,
     threshold: float = DEFAULT_GROUNDING_THRESHOLD,
     drop_conclusions: bool = True,
@@ -385,6 +387,7 @@ def rationale_scores(
     as matched when its best cosine reaches ``threshold``. A reference name without prediction scores 0 and is
     listed in ``missing_predictions``; a reference that splits into no cue is skipped (``skipped``).
     """
+    pred, ref = predictions, references
     emb = _embedder(embedder)
     names = list(ref)
     missing = [n for n in names if n not in pred]
@@ -399,7 +402,9 @@ def rationale_scores(
         if not split_ref[name]:
             skipped.append(name)
             continue
-        samples[name] = sample_rationale_scores(split_pred[name], split_ref[name], emb, threshold)
+        samples[name] = sample_rationale_scores(
+            predictions=split_pred[name], references=split_ref[name], embedder=emb, threshold=threshold
+        )
 
     overall = _corpus([s["overall"] for s in samples.values()])
     # The headline numbers also sit at the top level, so reports can name them without a path.
@@ -485,8 +490,9 @@ def _evidence_index(evidence_cues: Sequence[str]) -> tuple[list[str], dict[str, 
 
 
 def grounding(
-    rationale_cues: Sequence[str],
-    evidence_cues: Sequence[str],
+    *,
+    predictions: Sequence[str],
+    references: Sequence[str],
     threshold: float = DEFAULT_GROUNDING_THRESHOLD,
     embedder: Embedder | None = None,
 ) -> GroundingResult:
@@ -502,6 +508,7 @@ def grounding(
       a hallucination, whatever the words say.
     - A cue without ids is supported when its best cosine to any evidence line reaches ``threshold``.
     """
+    rationale_cues, evidence_cues = predictions, references
     if not rationale_cues:
         return GroundingResult(0.0)
     emb = _embedder(embedder)
@@ -562,14 +569,16 @@ def evidence_lines(evidence: Clip | Sequence[Cue] | Sequence[str] | str) -> list
 
 
 def grounding_scores(
-    pred: Mapping[str, Any],
-    evidence: Mapping[str, Any],
+    *,
+    predictions: Mapping[str, Any],
+    references: Mapping[str, Any],
     threshold: float = DEFAULT_GROUNDING_THRESHOLD,
     embedder: Embedder | None = None,
     per_sample: bool = True,
 ) -> dict[str, Any]:
     """Corpus grounding: ``pred`` maps names to rationales (any form ``split_cues`` reads), ``evidence`` maps
     names to a ``Clip``, cues or rendered lines. Samples without evidence are listed in ``missing_evidence``."""
+    pred, evidence = predictions, references
     emb = _embedder(embedder)
     samples: dict[str, dict[str, Any]] = {}
     missing = [n for n in pred if n not in evidence]
@@ -577,7 +586,9 @@ def grounding_scores(
         if name not in evidence:
             continue
         cues = [c.raw or c.text for c in split_cues(rationale)]
-        samples[name] = grounding(cues, evidence_lines(evidence[name]), threshold, emb).to_dict()
+        samples[name] = grounding(
+            predictions=cues, references=evidence_lines(evidence[name]), threshold=threshold, embedder=emb
+        ).to_dict()
     scores = [s["score"] for s in samples.values()]
     out: dict[str, Any] = {
         "grounding": _mean(scores),
@@ -883,42 +894,6 @@ def _summary(values: np.ndarray) -> dict[str, float]:
         "max": round(float(values.max()), 4),
         "n": int(values.size),
     }
-
-
-# --------------------------------------------------------------------------------------------------------
-# Registry
-# --------------------------------------------------------------------------------------------------------
-
-
-def _rationale_metric(predictions: Mapping[str, Any], references: Mapping[str, Any], **options: Any) -> dict:
-    return rationale_scores(predictions, references, **options)
-
-
-def _grounding_metric(predictions: Mapping[str, Any], references: Mapping[str, Any], **options: Any) -> dict:
-    return grounding_scores(predictions, references, **options)
-
-
-register_metric(
-    MetricSpec(
-        name="rationale",
-        fn=_rationale_metric,
-        aggregation="f_of_means",
-        higher_is_better=True,
-        primary="f",
-        description="cue-level precision/recall/F of rationales against reference rationales (embedding "
-        "cosine), per modality and overall",
-    )
-)
-register_metric(
-    MetricSpec(
-        name="grounding",
-        fn=_grounding_metric,
-        aggregation="mean",
-        higher_is_better=True,
-        primary="grounding",
-        description="share of rationale cues supported by the clip's evidence cues (cosine ≥ threshold)",
-    )
-)
 
 
 if __name__ == "__main__":  # python -m affectllm.metrics.rationale: print the calibration

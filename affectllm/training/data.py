@@ -461,7 +461,7 @@ def build_grpo_rows(
 def _wheel_gold_checker() -> Callable[[list[str]], bool]:
     from affectllm.metrics.ov import sample_ew_f1
 
-    return lambda gold: sample_ew_f1(gold, gold, levels=(1,)) is not None
+    return lambda gold: sample_ew_f1(references=gold, predictions=gold, levels=(1,)) is not None
 
 
 def write_rows(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
