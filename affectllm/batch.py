@@ -70,7 +70,9 @@ class ResumableJSONL:
         return InputError(
             self.path,
             f"holds a line this writer did not write (expected a JSON object with an {self.id_key!r} key); "
-            "refusing to resume into it — pass --overwrite to replace the file, or choose another output path",
+            "refusing to resume into it — pass --overwrite to replace the file, or choose another output path "
+            "(a predictions file from affectllm < 0.2, keyed by 'name', converts with "
+            "`python -m affectllm.records upgrade FILE`)",
             line=lineno,
         )
 

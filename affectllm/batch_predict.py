@@ -74,10 +74,16 @@ def predict(
     limit: int | None = None,
     retry_failed: bool = True,
     include_raw: bool = True,
+    overwrite: bool = False,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> PredictSummary:
-    """Predict every clip of ``manifest`` into the JSONL ``out`` (resumable; see the module docstring)."""
+    """Predict every clip of ``manifest`` into the JSONL ``out`` (resumable; see the module docstring).
+
+    ``reasoner`` is an ``EmotionReasoner``, or a function returning one, called only when a clip is pending.
+
+    ``overwrite`` starts ``out`` afresh instead of resuming it (the only way to replace a file that holds
+    lines this writer did not write)."""
     from tqdm import tqdm
 
     from affectllm.batch import ResumableJSONL
@@ -88,9 +94,18 @@ def predict(
         raise InputError(None, "limit must be at least 1")
     settings = clip_settings or ClipSettings()
     rows = read_manifest(manifest, limit)
-    writer = ResumableJSONL(out, id_key="id", retry_failed=retry_failed)
+    # The manifest and every file its rows name are inputs: writing over one of them is refused.
+    inputs = [manifest, *(row.get(k) for _, row in rows for k in PATH_KEYS if isinstance(row.get(k), str))]
+    writer = ResumableJSONL(out, id_key="id", retry_failed=retry_failed, inputs=inputs, overwrite=overwrite)
     pending = [(i, r) for i, r in rows if not writer.should_skip(i)]
     started = time.perf_counter()
+    if not pending:
+        writer.compact([i for i, _ in rows])
+        if log is not None:
+            log(f"all {len(rows)} clips already in {out}")
+        return PredictSummary(len(rows), 0, 0, len(rows), 0.0, Path(out))
+    if callable(reasoner) and not hasattr(reasoner, "predict_batch"):
+        reasoner = reasoner()  # a model is loaded only when some clip is left to predict
     failed = 0
     bar = tqdm(total=len(pending), desc="predict", unit="clip", disable=not progress, file=sys.stderr)
     batch: list[tuple[str, dict[str, Any], Any]] = []

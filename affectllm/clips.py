@@ -31,8 +31,14 @@ _TRANSCRIPT_FILE_RE = re.compile(r"^\S+\.(?:txt|srt|vtt)$", re.I)
 def row_id(row: Mapping[str, Any]) -> str:
     """A row's id: the first of ``id``/``name``/``clip``/``clip_id``, else its media file's stem."""
     for key in ID_KEYS:
-        if row.get(key) not in (None, ""):
-            return str(row[key])
+        value = row.get(key)
+        if value in (None, ""):
+            continue
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise InputError(
+                None, f"row {key!r} must be a string or a whole number, not {type(value).__name__}"
+            )
+        return str(value)
     for key in MEDIA_KEYS:
         if row.get(key):
             return Path(str(row[key])).stem

@@ -182,6 +182,26 @@ def _headline_rows(scores: dict[str, Any]) -> list[tuple[str, str, Any]]:
     return rows
 
 
+def _summary_lines(summary: dict[str, Any]) -> list[str]:
+    """Beside the headline: the constant-answer floor, answer concentration and cited evidence."""
+    if not summary.get("n"):
+        return []
+    floor = summary.get("floor") or {}
+    answer = floor.get("answer")
+    answer = ", ".join(answer) if isinstance(answer, list) else answer
+    return [
+        "| answers | |",
+        "|---|---|",
+        f"| best constant answer ({answer}) | {_fmt(floor.get('value'))} |",
+        f"| emotions per answer | {_fmt(summary.get('labels_per_answer'))} |",
+        f"| most frequent answer | `{summary.get('top_answer')}`: {_fmt(summary.get('top_answer_share'))} of answers "
+        f"(gold's most frequent: {_fmt(summary.get('gold_top_share'))}) |",
+        f"| rationale items citing a shown evidence id | {_fmt(summary.get('cited_share'))} "
+        f"of {summary.get('rationale_items')} |",
+        "",
+    ]
+
+
 def write_report(out: str | Path, metrics: dict[str, Any] | None = None, plots: bool = True) -> Path:
     """Write ``report.md`` (and the plots) for the run in ``out`` from its ``metrics.json``."""
     out = Path(out)
@@ -214,6 +234,7 @@ def write_report(out: str | Path, metrics: dict[str, Any] | None = None, plots: 
         f"**Primary:** {primary.get('metric')} `{primary.get('key')}` = **{_fmt(primary.get('value'))}** "
         f"({'higher' if primary.get('higher_is_better', True) else 'lower'} is better)",
         "",
+        *_summary_lines(metrics.get("summary") or {}),
         "## Metrics",
         "",
         "| metric | key | value |",

@@ -173,17 +173,9 @@ def load_task(name_or_path: str | Path, tasks_dir: Iterable[str | Path] | str | 
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml
+    from affectllm.yamlfile import read_yaml
 
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise InputError(
-            path, f"not valid YAML ({getattr(exc, 'problem', exc)})", line=mark.line + 1 if mark else None
-        ) from None
-    except OSError as exc:
-        raise InputError(path, f"cannot read file ({exc.strerror or exc})") from None
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise InputError(path, "a task file must be a mapping (task: ..., dataset: ..., metrics: ...)")
     return data
@@ -368,6 +360,66 @@ def parse_task(data: dict[str, Any], path: Path | None = None) -> Task:
 
 
 # ------------------------------------------------------------------------------------------ metric inputs
+
+
+def answer_summary(records: list[dict[str, Any]], task: Task, scores: dict[str, Any]) -> dict[str, Any]:
+    """What a headline number hides: the best constant answer's score on the same samples (the floor), how
+    many emotions an answer names, how concentrated the answers are against the gold's own concentration (a
+    collapsed model answers one thing), and how many rationale items cite an evidence id the prompt showed."""
+    from collections import Counter
+
+    n = len(records)
+    if not n:
+        return {"n": 0}
+    closed = task.prompt_task == "closed"
+
+    def key(emotions: Sequence[str]) -> str:
+        return ", ".join(sorted(str(e).lower() for e in emotions)) or "(none)"
+
+    answers = Counter(key(r["emotions"][:1] if closed else r["emotions"]) for r in records)
+    golds = Counter(
+        key([r["gold"]["label"]] if closed and r["gold"].get("label") else r["gold"].get("labels") or [])
+        for r in records
+    )
+    items = [item for r in records for item in r.get("rationale") or []]
+    shown = [{line.split(" ", 1)[0] for line in r.get("evidence") or []} for r in records]
+    cited = sum(
+        1
+        for r, ids in zip(records, shown, strict=True)
+        for item in r.get("rationale") or []
+        if str(item.get("cue_id") or item.get("id") or "").upper() in ids
+    )
+    top, top_n = answers.most_common(1)[0]
+    out: dict[str, Any] = {
+        "n": n,
+        "labels_per_answer": sum(len(r["emotions"]) for r in records) / n,
+        "top_answer": top,
+        "top_answer_share": top_n / n,
+        "gold_top_share": golds.most_common(1)[0][1] / n,
+        "rationale_items": len(items),
+        "cited_share": cited / len(items) if items else None,
+    }
+    primary_name, primary_key, _ = task.primary_metric()
+    if closed and task.labels and primary_name == "closed_set":
+        from affectllm.metrics.closed import closed_set_scores
+
+        refs = [r["gold"]["label"] for r in records]
+        floors = {
+            label: dig(
+                closed_set_scores(references=refs, predictions=[label] * n, labels=task.labels), primary_key
+            )
+            for label in task.labels
+        }
+        best = max(floors, key=lambda label: floors[label] if floors[label] is not None else -1.0)
+        out["floor"] = {"metric": f"{primary_name}:{primary_key}", "answer": best, "value": floors[best]}
+    elif "ew" in scores and isinstance(scores["ew"].get("floor"), dict):
+        floor = scores["ew"]["floor"]
+        out["floor"] = {
+            "metric": f"{primary_name}:{primary_key}",
+            "answer": floor.get("labels"),
+            "value": dig(floor, primary_key),
+        }
+    return out
 
 
 def dig(result: dict[str, Any], key: str) -> Any:
@@ -597,7 +649,7 @@ def run_task(
     _check_output_dir(out, full_identity, overwrite)
 
     precomputed = load_clips_jsonl(cues_path) if cues_path else None
-    writer = ResumableJSONL(out / "predictions.jsonl")
+    writer = ResumableJSONL(out / "predictions.jsonl", inputs=[cues_path, task.path])
     pending_ids = {str(r["id"]) for r in rows if not writer.should_skip(str(r["id"]))}
     clips: dict[str, Clip | Exception] = {}
     for r in rows:
@@ -615,6 +667,8 @@ def run_task(
     _predict_rows(reasoner, rows, clips, task, writer, batch_size, task.name, progress)
     elapsed = time.perf_counter() - started
 
+    # One row per sample in the file a user reads: a retried sample's old failure line goes.
+    writer.compact([str(r["id"]) for r in rows])
     records, failed = _records_for_scoring(writer, rows)
     scores = score_records(records, task)
     primary_name, primary_key, higher = task.primary_metric()
@@ -654,6 +708,7 @@ def run_task(
             "failed_ids": failed,
             "limit": limit,
             "metrics": scores,
+            "summary": answer_summary(records, task, scores),
             "primary": {
                 "metric": primary_name,
                 "key": primary_key,

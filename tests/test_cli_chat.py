@@ -35,7 +35,8 @@ def test_one_shot_json_prints_exactly_the_contract(tiny_lm_dir, transcript_clip,
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1, proc.stdout  # nothing but the JSON on stdout: scripts parse it
     data = json.loads(lines[0])
-    assert list(data) == ["emotions", "rationale", "answer"]
+    # The one prediction record (affectllm.records): the contract's keys first, then the record's own.
+    assert list(data)[:4] == ["id", "emotions", "rationale", "answer"] and "raw" not in data
     assert isinstance(data["emotions"], list) and isinstance(data["rationale"], list)
     assert isinstance(data["answer"], str)
 
@@ -71,7 +72,7 @@ def test_example_clip_with_sidecars(tiny_lm_dir, capsys):
     clip = REPO / "examples" / "surprise_joy.mp4"
     # face only: the scene captions' de-duplication loads a sentence embedder, too slow for the default suite
     assert main(["chat", str(clip), "--json", "--modalities", "face", *tiny_model_args(tiny_lm_dir, 8)]) == 0
-    assert set(json.loads(capsys.readouterr().out)) == {"emotions", "rationale", "answer"}
+    assert {"id", "emotions", "rationale", "answer"} <= set(json.loads(capsys.readouterr().out))
 
 
 def test_bad_inputs_are_reported_without_traceback(tmp_path, transcript_clip, capsys):

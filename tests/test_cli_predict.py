@@ -48,22 +48,22 @@ def _lines(path: Path) -> list[dict]:
 def test_predict_writes_one_record_per_clip_and_records_failures(tiny_lm_dir, tmp_path, capsys):
     manifest = _write_manifest(tmp_path)
     out = tmp_path / "pred.jsonl"
-    argv = ["predict", "--data", str(manifest), "--out", str(out), "--batch-size", "3", "--no-progress"]
+    argv = ["predict", "--data", str(manifest), "--out", str(out), "--batch-size", "3", "-q"]
     assert main([*argv, *tiny_model_args(tiny_lm_dir, 6)]) == 0
-    records = {r["name"]: r for r in _lines(out)}
+    records = {r["id"]: r for r in _lines(out)}
     assert list(records) == ["t0", "t1", "t2", "t3", "t4", "cues1", "broken"]  # manifest order
     for name in ["t0", "cues1"]:
         rec = records[name]
-        assert isinstance(rec["labels"], list) and isinstance(rec["rationale"], list)
+        assert isinstance(rec["emotions"], list) and isinstance(rec["rationale"], list)
         assert isinstance(rec["answer"], str) and isinstance(rec["raw"], str) and "error" not in rec
-    assert "broken.mp4" in records["broken"]["error"] and records["broken"]["labels"] == []
+    assert "broken.mp4" in records["broken"]["error"] and records["broken"]["emotions"] == []
     err = capsys.readouterr().err
     assert "6 predicted, 1 failed" in err
 
     # A rerun has nothing left but the failure, retries it, and still writes each name once; every clip it
     # tried failed, which the exit status says (a wrong server URL looks like this too).
     assert main([*argv, *tiny_model_args(tiny_lm_dir, 6)]) == 1
-    assert [r["name"] for r in _lines(out)] == list(records)
+    assert [r["id"] for r in _lines(out)] == list(records)
     assert "0 predicted, 1 failed, 6 already done" in capsys.readouterr().err
     assert main([*argv, "--skip-failed", *tiny_model_args(tiny_lm_dir, 6)]) == 0
     assert "already in" in capsys.readouterr().err
@@ -74,16 +74,16 @@ def test_resume_after_a_crash_keeps_finished_work(tiny_lm_dir, tmp_path, capsys)
     out = tmp_path / "pred.jsonl"
     # What a run killed mid-write leaves: two finished records and a cut-off third line.
     finished = [
-        {"name": "t0", "labels": ["sentinel-a"], "rationale": [], "answer": ""},
-        {"name": "t1", "labels": ["sentinel-b"], "rationale": [], "answer": ""},
+        {"id": "t0", "emotions": ["sentinel-a"], "rationale": [], "answer": ""},
+        {"id": "t1", "emotions": ["sentinel-b"], "rationale": [], "answer": ""},
     ]
-    out.write_text("".join(json.dumps(r) + "\n" for r in finished) + '{"name": "t2", "lab', encoding="utf-8")
-    argv = ["predict", "--data", str(manifest), "--out", str(out), "--no-progress", "--limit", "4"]
+    out.write_text("".join(json.dumps(r) + "\n" for r in finished) + '{"id": "t2", "emo', encoding="utf-8")
+    argv = ["predict", "--data", str(manifest), "--out", str(out), "-q", "--limit", "4"]
     assert main([*argv, *tiny_model_args(tiny_lm_dir, 6)]) == 0
-    records = {r["name"]: r for r in _lines(out)}
+    records = {r["id"]: r for r in _lines(out)}
     assert list(records) == ["t0", "t1", "t2", "t3"]
     # Finished clips were skipped, not redone: their (sentinel) labels survive.
-    assert records["t0"]["labels"] == ["sentinel-a"] and records["t1"]["labels"] == ["sentinel-b"]
+    assert records["t0"]["emotions"] == ["sentinel-a"] and records["t1"]["emotions"] == ["sentinel-b"]
     assert "2 predicted, 0 failed, 2 already done" in capsys.readouterr().err
 
 
@@ -94,7 +94,7 @@ def test_kill_mid_run_then_resume(tiny_lm_dir, tmp_path):
     manifest = _write_manifest(tmp_path, n)
     out = tmp_path / "pred.jsonl"
     cmd = [sys.executable, "-m", "affectllm", "predict", "--data", str(manifest), "--out", str(out),
-           "--batch-size", "1", "--no-progress", *tiny_model_args(tiny_lm_dir, 6)]  # fmt: skip
+           "--batch-size", "1", "-q", *tiny_model_args(tiny_lm_dir, 6)]  # fmt: skip
     env = {**os.environ, "AFFECTLLM_CACHE": str(tmp_path / "cache")}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -106,14 +106,14 @@ def test_kill_mid_run_then_resume(tiny_lm_dir, tmp_path):
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
-    before = {r["name"]: r for r in _lines(out)} if out.exists() else {}
+    before = {r["id"]: r for r in _lines(out)} if out.exists() else {}
     assert before, "the run was killed before writing anything"
     rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
     after = _lines(out)
-    names = [r["name"] for r in after]
+    names = [r["id"] for r in after]
     assert len(names) == len(set(names)) == n + 2
-    by_name = {r["name"]: r for r in after}
+    by_name = {r["id"]: r for r in after}
     for name, rec in before.items():  # finished work is kept as it was
         assert by_name[name] == rec
 
@@ -122,10 +122,10 @@ def test_output_is_scored_by_eval_ov(tiny_lm_dir, tmp_path, capsys):
     pytest.importorskip("affectllm.metrics.ov")
     manifest = _write_manifest(tmp_path, 3)
     out = tmp_path / "pred.jsonl"
-    assert main(["predict", "--data", str(manifest), "--out", str(out), "--no-progress",
+    assert main(["predict", "--data", str(manifest), "--out", str(out), "-q",
                  *tiny_model_args(tiny_lm_dir, 6)]) == 0  # fmt: skip
     gold = tmp_path / "gold.jsonl"
-    names = [r["name"] for r in _lines(out)]
+    names = [r["id"] for r in _lines(out)]
     gold.write_text("".join(json.dumps({"name": n, "labels": ["surprised", "happy"]}) + "\n" for n in names))
     capsys.readouterr()
     report = tmp_path / "ov.json"

@@ -26,13 +26,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--task", help="task name (see --list) or the path of a task YAML")
+    parser.add_argument(
+        "--tasks",
+        action="append",
+        metavar="LIST",
+        help="comma-separated tasks, run one after another into OUTPUT/<task>/ with one summary (lm-eval style)",
+    )
     parser.add_argument("--list", action="store_true", help="list the available tasks and exit")
     parser.add_argument("--data-dir", help="folder with the dataset's upstream files (see data_cards/)")
     parser.add_argument("--split", help="split to run (default: the task's, a dev split)")
     parser.add_argument(
         "--final", action="store_true", help="allow a held-out test split (final reports only)"
     )
-    parser.add_argument("--output-dir", "-o", help="output folder (default: runs/<task>-<split>)")
+    parser.add_argument(
+        "--output-dir",
+        "--output_path",
+        "-o",
+        dest="output_dir",
+        help="output folder (default: runs/<task>-<split>)",
+    )
     parser.add_argument(
         "--tasks-dir",
         action="append",
@@ -40,7 +52,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="extra folder of task YAMLs (repeatable; also $AFFECTLLM_TASKS_PATH)",
     )
-    parser.add_argument("--limit", type=int, help="only the first N samples (quick checks)")
+    parser.add_argument(
+        "--limit",
+        type=parse_limit,
+        help="only the first N samples, or a fraction of them (0.1 = the first 10%%)",
+    )
     parser.add_argument(
         "--ablate-modalities",
         action="store_true",
@@ -50,7 +66,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--cues", help="precomputed cues: JSONL of `affectllm textualize --json` records by clip id"
     )
     parser.add_argument(
-        "--batch-size", type=int, default=8, help="conversations per backend call (default 8)"
+        "--batch-size",
+        "--batch_size",
+        dest="batch_size",
+        type=int,
+        default=8,
+        help="conversations per backend call (default 8)",
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="discard earlier results in the output folder"
@@ -106,74 +127,161 @@ def build_reasoner(task: Any, args: argparse.Namespace) -> tuple[Any, dict[str, 
     return reasoner, identity
 
 
+def parse_limit(value: str) -> float:
+    """``--limit``: a number of samples (1, 2, ...) or, as lm-eval reads it, a fraction of them (0 < x < 1)."""
+    try:
+        limit = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not limit > 0 or limit != limit or (limit >= 1 and limit != int(limit)):
+        raise argparse.ArgumentTypeError(
+            f"{value!r}: a whole number of samples, or a fraction between 0 and 1"
+        )
+    return limit
+
+
+def task_data_dir(root: str | Path, dataset: str, several: bool) -> Path:
+    """The data folder of one task: ``--data-dir`` itself for one task; for several, ``<data-dir>/<dataset>``
+    (or ``<data-dir>/audio/<dataset>`` for the speech corpora, as ``../shared/data`` lays them out) when present."""
+    root = Path(root)
+    if several:
+        for candidate in (root / dataset, root / "audio" / dataset):
+            if candidate.is_dir():
+                return candidate
+    return root
+
+
 def run(args: argparse.Namespace) -> int:
+    import math
+
     from affectllm.datasets import get_dataset
     from affectllm.report import write_report
     from affectllm.tasks import load_task, run_task, task_rows
 
     if args.list:
         return _list(args)
-    if not args.task:
-        raise InputError(None, "--task is required (see `affectllm eval run --list`)")
+    names = [
+        n.strip()
+        for value in ([args.task] if args.task else []) + (args.tasks or [])
+        for n in value.split(",")
+    ]
+    names = [n for n in dict.fromkeys(names) if n]
+    if not names:
+        raise InputError(None, "--task/--tasks is required (see `affectllm eval run --list`)")
     if not args.data_dir:
         raise InputError(None, "--data-dir is required: the folder with the dataset's upstream files")
-    if args.limit is not None and args.limit < 1:
-        raise InputError(None, "--limit must be at least 1")
     if args.batch_size < 1:
         raise InputError(None, "--batch-size must be at least 1")
     if args.max_tokens is not None and args.max_tokens < 1:
         raise InputError(None, "--max-tokens must be at least 1")
-    task = load_task(args.task, args.tasks_dir or None)
-    split = args.split or task.split
-    spec = get_dataset(task.dataset)
-    if split not in spec.splits:
-        raise InputError(
-            None, f"task {task.name}: dataset {spec.name} has no split {split!r} ({', '.join(spec.splits)})"
-        )
-    if split in spec.test_splits and not args.final:
-        raise InputError(
-            None, f"split {split!r} is or holds a held-out evaluation split: add --final (final reports only)"
-        )
-    out = Path(args.output_dir or Path("runs") / f"{task.name}-{split}")
-    # Read the data first: a wrong --data-dir must fail in a second, not after loading a model.
-    rows = task_rows(task, args.data_dir, split, final=args.final, limit=args.limit)
-    reasoner, identity = build_reasoner(task, args)
+    several = len(names) > 1
+    plans = []
+    # Validate every task and read every dataset first: a wrong --data-dir fails in seconds, not after a model load.
+    for name in names:
+        task = load_task(name, args.tasks_dir or None)
+        split = args.split or task.split
+        spec = get_dataset(task.dataset)
+        if split not in spec.splits:
+            raise InputError(
+                None,
+                f"task {task.name}: dataset {spec.name} has no split {split!r} ({', '.join(spec.splits)})",
+            )
+        if split in spec.test_splits and not args.final:
+            raise InputError(
+                None,
+                f"split {split!r} is or holds a held-out evaluation split: add --final (final reports only)",
+            )
+        data_dir = task_data_dir(args.data_dir, task.dataset, several)
+        rows = task_rows(task, data_dir, split, final=args.final)
+        limit = None
+        if args.limit is not None:
+            limit = math.ceil(args.limit * len(rows)) if args.limit < 1 else int(args.limit)
+            rows = rows[:limit]
+        base = Path(args.output_dir) if args.output_dir else None
+        out = (base / task.name if several else base) if base else Path("runs") / f"{task.name}-{split}"
+        plans.append((task, split, spec, data_dir, rows, limit, out))
 
     def log(message: str) -> None:
         if not args.quiet:
             logging.getLogger(__name__).info(message)
 
-    if split in spec.test_splits:
-        log(f"FINAL: evaluating on the held-out test split {split!r}; this is logged in metrics.json")
-    try:
-        result = run_task(
-            task,
-            args.data_dir,
-            out,
-            reasoner,
-            split=split,
-            final=args.final,
-            limit=args.limit,
-            ablate=args.ablate_modalities,
-            batch_size=args.batch_size,
-            cues_path=args.cues,
-            progress=not args.quiet and sys.stderr.isatty(),
-            identity=identity,
-            overwrite=args.overwrite,
-            log=log,
-            rows=rows,
-        )
-    finally:
-        close = getattr(reasoner.backend, "close", None)
-        if close is not None:
-            close()
-    report = write_report(out, result.metrics, plots=not args.no_plots)
-    primary = result.metrics["primary"]
-    value = primary["value"]
-    shown = f"{value:.4f}" if isinstance(value, (int, float)) else str(value)
-    print(
-        f"{task.name} [{split}] {primary['metric']} {primary['key']} = {shown}  "
-        f"(n={result.n_samples}, errors={result.n_errors})"
-    )
-    print(f"wrote {out / 'predictions.jsonl'}, {out / 'metrics.json'}, {report}")
+    results = []
+    for task, split, spec, data_dir, rows, limit, out in plans:
+        reasoner, identity = build_reasoner(task, args)
+        if split in spec.test_splits:
+            log(f"FINAL: evaluating on the held-out test split {split!r}; this is logged in metrics.json")
+        try:
+            result = run_task(
+                task,
+                data_dir,
+                out,
+                reasoner,
+                split=split,
+                final=args.final,
+                limit=limit,
+                ablate=args.ablate_modalities,
+                batch_size=args.batch_size,
+                cues_path=args.cues,
+                progress=not args.quiet and sys.stderr.isatty(),
+                identity=identity,
+                overwrite=args.overwrite,
+                log=log,
+                rows=rows,
+            )
+        finally:
+            close = getattr(reasoner.backend, "close", None)
+            if close is not None:
+                close()
+        report = write_report(out, result.metrics, plots=not args.no_plots)
+        print(headline(task.name, split, result))
+        print(f"wrote {out / 'predictions.jsonl'}, {out / 'metrics.json'}, {report}")
+        results.append((task, split, out, result))
+    if several and args.output_dir:
+        summary = write_summary(Path(args.output_dir), results)
+        print(f"wrote {summary}")
     return 0
+
+
+def headline(name: str, split: str, result: Any) -> str:
+    """One line: the primary metric, the constant-answer floor and how concentrated the answers are."""
+    primary = result.metrics["primary"]
+    summary = result.metrics.get("summary") or {}
+
+    def fmt(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, (int, float)) else str(value)
+
+    floor = (summary.get("floor") or {}).get("value")
+    return (
+        f"{name} [{split}] {primary['metric']} {primary['key']} = {fmt(primary['value'])}  "
+        f"(floor {fmt(floor)}, top answer {fmt(summary.get('top_answer_share'))} vs gold "
+        f"{fmt(summary.get('gold_top_share'))}, {fmt(summary.get('labels_per_answer'))} emotions/answer, "
+        f"cited {fmt(summary.get('cited_share'))}; n={result.n_samples}, errors={result.n_errors})"
+    )
+
+
+def write_summary(out: Path, results: list[tuple[Any, str, Path, Any]]) -> Path:
+    """``results.json`` and ``report.md`` over several tasks of one run (lm-eval's one table)."""
+    import json
+
+    from affectllm.outputs import atomic_write_text
+
+    table = {}
+    lines = ["# affectllm eval run", "", "| task | split | primary | value | floor | top answer | gold top | cited |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for task, split, folder, result in results:
+        primary = result.metrics["primary"]
+        summary = result.metrics.get("summary") or {}
+        table[task.name] = {"split": split, "folder": str(folder), "primary": primary, "summary": summary}
+        floor = (summary.get("floor") or {}).get("value")
+
+        def fmt(value: Any) -> str:
+            return f"{value:.4f}" if isinstance(value, (int, float)) else "–"
+
+        lines.append(
+            f"| [{task.name}]({folder.name}/report.md) | {split} | {primary['metric']}:{primary['key']} | "
+            f"{fmt(primary['value'])} | {fmt(floor)} | {fmt(summary.get('top_answer_share'))} | "
+            f"{fmt(summary.get('gold_top_share'))} | {fmt(summary.get('cited_share'))} |"
+        )
+    atomic_write_text(out / "results.json", json.dumps(table, indent=2, default=str) + "\n")
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+    return out / "report.md"

@@ -28,8 +28,17 @@ COMMANDS: dict[str, str] = {
 PASSTHROUGH_COMMANDS = ("serve",)
 
 
+class Parser(argparse.ArgumentParser):
+    """No prefix matching of long options, in every subcommand (subparsers inherit the class): an unknown
+    flag such as ``--tasks`` must be an error or its own option, never silently read as ``--tasks-dir``."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="affectllm",
         description="Explainable emotion reasoning with LLMs: textualize clips, chat, evaluate, fine-tune.",
     )

@@ -34,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="predictions JSONL (appended; resumable)")
     parser.add_argument("--batch-size", type=int, default=8, help="conversations per backend call")
     parser.add_argument("--limit", type=int, help="only the first N manifest rows")
+    parser.add_argument("--overwrite", action="store_true", help="start --out afresh instead of resuming it")
     parser.add_argument("--skip-failed", action="store_true", help="do not retry clips that failed before")
     parser.add_argument("--no-raw", action="store_true", help="leave the raw model text out of the output")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -50,27 +51,37 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise InputError(None, "--limit must be at least 1")
     settings = clip_settings(args)
-    read_manifest(args.data, args.limit)  # a bad manifest fails in a second, before a model loads
-    try:
-        reasoner = reasoner_from_args(args)
-    except ConnectionError as exc:
-        print(f"affectllm: error: {exc}", file=sys.stderr)
-        return 2
+    from affectllm.outputs import check_output
+
+    # A bad manifest or an --out that must not be written fails in a second, before a model loads.
+    read_manifest(args.data, args.limit)
+    check_output(args.out, [args.data], option="--out")
+    loaded = []
+
+    def load():
+        loaded.append(reasoner_from_args(args))
+        return loaded[0]
+
     try:
         summary = predict(
             args.data,
             args.out,
-            reasoner,
+            load,
             settings,
             batch_size=args.batch_size,
             limit=args.limit,
             retry_failed=not args.skip_failed,
             include_raw=not args.no_raw,
+            overwrite=args.overwrite,
             progress=not args.quiet and sys.stderr.isatty(),
             log=lambda message: print(f"affectllm predict: {message}", file=sys.stderr),
         )
+    except ConnectionError as exc:
+        print(f"affectllm: error: {exc}", file=sys.stderr)
+        return 2
     finally:
-        reasoner.backend.close()
+        for reasoner in loaded:
+            reasoner.backend.close()
     if summary.failed:
         print("  failed clips are recorded with an 'error' field; rerun to retry them", file=sys.stderr)
     return 1 if summary.predicted == 0 and summary.skipped < summary.total else 0

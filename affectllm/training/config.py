@@ -368,11 +368,9 @@ def load_recipe(
         path = Path(path)
         if not path.is_file():
             raise InputError(path, "recipe file not found")
-        try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            raise InputError(path, f"not valid YAML ({exc})", line=mark.line + 1 if mark else None) from None
+        from affectllm.yamlfile import read_yaml
+
+        loaded = read_yaml(path)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
