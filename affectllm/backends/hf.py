@@ -45,7 +45,6 @@ class TransformersBackend(Backend):
         chat_template: str | None = None,
         batch_size: int = 8,
         merge_adapter: bool = False,
-        **_: Any,
     ) -> None:
         from affectllm import models
 

@@ -87,7 +87,6 @@ class LlamaCppBackend(Backend):
         chat_template: str | None = None,
         seed: int = 0,
         verbose: bool = False,
-        **_: Any,
     ) -> None:
         from affectllm import models
 

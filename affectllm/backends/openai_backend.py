@@ -45,7 +45,6 @@ class OpenAIBackend(Backend):
         json_schema: bool | str = "auto",
         concurrency: int = 4,
         chat_template: str | None = None,
-        **_: Any,
     ) -> None:
         openai = require("openai", "openai", "The OpenAI-compatible backend")
         self._openai = openai
