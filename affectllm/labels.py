@@ -95,8 +95,30 @@ def parse_label_list(value: str | Iterable[Any] | None) -> list[str]:
 
 
 def read_label_file(path: str | Path, label_column: str | None = None) -> dict[str, list[str]]:
-    """Read ``name -> labels`` from a CSV or JSONL file (see :func:`read_label_file_with_lines`)."""
+    """Read ``name -> labels`` from a CSV or JSONL file (see :func:`read_label_file_with_lines`).
+
+    Names present in one file but not the other follow one policy everywhere (``eval ov``, ``eval closed``,
+    ``eval rationale``, :func:`~affectllm.metrics.ov.score_ov`, :func:`~affectllm.metrics.closed.hit_rate`),
+    implemented by :func:`align_names`: a reference (gold) name without a prediction is scored as an empty
+    prediction, and a prediction for a name not in the references is ignored; both are reported, never
+    silently dropped.
+    """
     return read_label_file_with_lines(path, label_column)[0]
+
+
+def align_names(references: Iterable[str], predictions: Iterable[str]) -> tuple[list[str], list[str]]:
+    """``(missing, unknown)``: reference names with no prediction (in reference order) and predicted names the
+    references lack (in prediction order).
+
+    The one policy for names present in one file but not the other: a *missing* prediction is scored as an
+    empty one (a model that skipped a sample must not score better than one that answered it wrongly), and an
+    *unknown* prediction is ignored (the references define the test set; the official OV-MER code ignores
+    them too). Callers report both lists, with file and line where they have them.
+    """
+    refs = list(references)
+    ref_set, pred_list = set(refs), list(predictions)
+    pred_set = set(pred_list)
+    return [n for n in refs if n not in pred_set], [n for n in pred_list if n not in ref_set]
 
 
 def read_label_file_with_lines(

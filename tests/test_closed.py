@@ -288,10 +288,22 @@ def test_cli_closed_labels_option_and_hit_rate(tmp_path: Path, capsys: pytest.Ca
     assert table.index("  sad") < table.index("  happy") < table.index("  neutral")
 
 
+def test_cli_closed_unknown_prediction_name_is_ignored_and_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The one name policy (affectllm.labels.align_names), as in eval ov: ignored, reported with file and line.
+    gold = _write(tmp_path / "gold.csv", "name,label\na,happy\nb,sad\n")
+    pred = _write(tmp_path / "pred.csv", "name,label\na,happy\nzz,sad\n")
+    assert main(["eval", "closed", "--pred", str(pred), "--gold", str(gold), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "pred.csv:3: prediction for 'zz', which is not in" in captured.err and "ignored" in captured.err
+    result = json.loads(captured.out)
+    assert result["accuracy"] == 0.5 and result["missing_predictions"] == ["b"]
+
+
 @pytest.mark.parametrize(
     ("gold_text", "pred_text", "message"),
     [
-        ("name,label\na,happy\n", "name,label\na,happy\nzz,sad\n", "pred.csv:3: prediction for 'zz'"),
         ("name,label\na,happy\na,sad\n", "name,label\na,happy\n", "gold.csv:3: duplicate name 'a'"),
         ('name,label\na,"[happy, sad]"\n', "name,label\na,happy\n", "gold.csv:2: expected one gold label"),
         ("id2,label\na,happy\n", "name,label\na,happy\n", "gold.csv:1: no name column"),

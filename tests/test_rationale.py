@@ -330,8 +330,11 @@ def test_cli_rationale_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[s
     ref.write_text("name,rationale\na,He shouts.\n", encoding="utf-8")
     pred = tmp_path / "pred.csv"
     pred.write_text("name,rationale\na,He shouts.\nb,She smiles.\n", encoding="utf-8")
-    assert main(["eval", "rationale", "--pred", str(pred), "--ref", str(ref)]) == 2
-    assert "pred.csv:3: prediction for 'b'" in capsys.readouterr().err
+    # The one name policy (affectllm.labels.align_names): a prediction the references lack is ignored, reported.
+    assert main(["eval", "rationale", "--pred", str(pred), "--ref", str(ref), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert "pred.csv:3: prediction for 'b', which is not in" in captured.err and "ignored" in captured.err
+    assert json.loads(captured.out)["rationale"]["n"] == 1
     assert main(["eval", "rationale", "--pred", str(ref), "--ref", str(ref), "--threshold", "1.5"]) == 2
     assert "--threshold" in capsys.readouterr().err
     bad_evidence = tmp_path / "cues.jsonl"

@@ -187,13 +187,16 @@ def _jsonl_rows(path: Path, text: str) -> list[tuple[int, dict[str, Any]]]:
 
 
 def check_names(gold: Table, pred: Table) -> list[str]:
-    """Raise on predictions for names the gold does not have; return gold names without prediction."""
-    from affectllm.errors import InputError
+    """Apply the one name policy (:func:`affectllm.labels.align_names`): warn about predictions for names the
+    gold does not have (ignored, with file and line); return gold names without prediction (scored empty)."""
+    from affectllm.labels import align_names
 
-    for name, line in pred.lines.items():
-        if name not in gold.values:
-            raise InputError(pred.path, f"prediction for {name!r}, which is not in {gold.path}", line=line)
-    return [name for name in gold.values if name not in pred.values]
+    missing, unknown = align_names(gold.values, pred.values)
+    for name in unknown[:SHOWN]:
+        warn(f"{pred.path}:{pred.lines[name]}: prediction for {name!r}, which is not in {gold.path}; ignored")
+    if len(unknown) > SHOWN:
+        warn(f"{len(unknown)} predictions for names not in {gold.path}, ignored: {examples(unknown)}")
+    return missing
 
 
 def warn_missing(gold: Table, pred: Table, missing: Sequence[str], scored: str) -> None:

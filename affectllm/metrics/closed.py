@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from affectllm.labels import align_names
+
 OTHER = "(other)"
 
 #: Word-form variants folded onto each other. Only inflections of the *same* word (noun ↔ adjective ↔
@@ -192,7 +194,7 @@ def hit_rate(
     wheels = load_emotion_wheels(version)
     names = list(gold_onehot)
     gold_lists = [parse_label_list(_as_label_value(gold_onehot[name])) for name in names]
-    missing = [name for name in names if name not in pred]
+    missing, unknown = align_names(names, pred)  # the one name policy (affectllm.labels)
     pred_lists = [parse_label_list(_as_label_value(pred.get(name))) for name in names]
     # The official code maps the distinct raw gold strings as candidates; for one-hot, lower-case gold (all
     # MER-UniBench sets) that is the same as the parsed labels used here.
@@ -226,7 +228,7 @@ def hit_rate(
         "wheels": per_wheel,
         "n_gold": len(names),
         "missing_predictions": missing,
-        "extra_predictions": sum(1 for name in pred if name not in gold_onehot),
+        "extra_predictions": len(unknown),
         "version": str(version),
     }
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from affectllm.labels import parse_label_list
+from affectllm.labels import align_names, parse_label_list
 from affectllm.wheel import (
     DEFAULT_VERSION,
     VARIANTS,
@@ -280,8 +280,7 @@ def score_ov(
         missing, unknown = [], []
         pred_values = list(map(pred.__getitem__, names))
     else:
-        missing = [name for name in names if name not in pred]
-        unknown = [name for name in pred if name not in gold]
+        missing, unknown = align_names(gold, pred)  # the one name policy (affectllm.labels)
         pred_values = [pred.get(name, []) for name in names]
     memo = _RowMemo(wheels)
     gold_sets = _Sets(list(gold.values()), wheels, memo)
