@@ -22,6 +22,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from affectllm.normalize import snap_label
 from affectllm.schema import CUE_ID_PATTERN, Clip, Cue, Prediction, RationaleItem, normalize_modality
 from affectllm.textualize.render import cue_line, format_time
 
@@ -263,66 +264,8 @@ def _normalize_emotions(words: Sequence[str], errors: list[str]) -> list[str]:
     return out
 
 
-def _prefix_len(a: str, b: str) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-# Near-synonyms used only when a predicted word names no label of a closed set directly or by stem, so that
-# "joy" lands on "happy" and "scared" on "fear"; groups are deliberately small and unambiguous.
-SYNONYM_GROUPS: tuple[frozenset[str], ...] = (
-    frozenset({"happy", "happiness", "joy", "joyful", "glad", "cheerful", "delighted", "pleased", "content"}),
-    frozenset({"angry", "anger", "mad", "furious", "irritated", "enraged", "rage"}),
-    frozenset(
-        {"sad", "sadness", "unhappy", "sorrow", "sorrowful", "depressed", "grief", "grieving", "upset"}
-    ),
-    frozenset({"fear", "fearful", "afraid", "scared", "frightened", "terrified"}),
-    frozenset({"worried", "worry", "anxious", "anxiety", "nervous", "concerned", "uneasy"}),
-    frozenset({"surprise", "surprised", "shocked", "astonished", "amazed", "startled"}),
-    frozenset({"disgust", "disgusted", "revulsion", "repulsed", "grossed out"}),
-    frozenset({"neutral", "calm", "indifferent", "no emotion", "none"}),
-)
-
-
-def _stem_match(w: str, f: str) -> int:
-    """Length of the shared stem of two words when they are forms of one word (anger/angry, worry/worried,
-    sad/sadness), else 0. "-less" forms negate the stem and never match."""
-    if w == f:
-        return len(w) + 1
-    if w.endswith("less") != f.endswith("less"):
-        return 0
-    p = _prefix_len(w, f)
-    if p >= 3 and p == min(len(w), len(f)):
-        return p
-    if p >= 4 or (p == 3 and max(len(w), len(f)) <= 5):
-        return p
-    return 0
-
-
-def match_label(word: str, labels: Sequence[str]) -> str | None:
-    """The closed-set label a predicted word names: exact (case-insensitive), then a shared stem
-    (anger/angry, happiness/happy, surprised/surprise, worry/worried), then a near-synonym group."""
-    w = word.casefold().strip()
-    if not w:
-        return None
-    best, best_len = None, 0
-    for lab in labels:
-        score = _stem_match(w, lab.casefold().strip())
-        if score > best_len:
-            best, best_len = lab, score
-    if best is not None:
-        return best
-    for group in SYNONYM_GROUPS:
-        if not any(_stem_match(w, member) for member in group):
-            continue
-        for lab in labels:
-            if any(_stem_match(lab.casefold().strip(), member) for member in group):
-                return lab
-    return None
+# The PARSE policy (affectllm.normalize): snap a model's word onto the task's labels, synonyms included.
+match_label = snap_label
 
 
 def _labels_in_text(text: str, labels: Sequence[str]) -> list[str]:

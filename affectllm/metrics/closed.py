@@ -18,56 +18,20 @@ Conventions (the same as scikit-learn with ``labels=`` set to the label order, s
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from affectllm.labels import align_names
+from affectllm.normalize import clean_label, score_label
 
 OTHER = "(other)"
 
-#: Word-form variants folded onto each other. Only inflections of the *same* word (noun ↔ adjective ↔
-#: participle), never different emotions: "joy" is not folded onto "happy", nor "fear" onto "worried".
-#: A label is only rewritten when it is not in the label order and exactly one of its forms is.
-WORD_FORM_GROUPS: tuple[frozenset[str], ...] = tuple(
-    frozenset(group)
-    for group in (
-        {"anger", "angry", "angered"},
-        {"happy", "happiness"},
-        {"sad", "sadness"},
-        {"surprise", "surprised"},
-        {"fear", "fearful", "feared"},
-        {"disgust", "disgusted"},
-        {"neutral", "neutrality"},
-        {"worried", "worry", "worries"},
-        {"frustrated", "frustration"},
-        {"excited", "excitement"},
-        {"contempt", "contemptuous"},
-        {"calm", "calmness"},
-        {"anxious", "anxiety"},
-        {"joy", "joyful"},
-    )
-)
-_FORMS: dict[str, frozenset[str]] = {word: group for group in WORD_FORM_GROUPS for word in group}
-_SPACES = re.compile(r"\s+")
-# Quotes, brackets and sentence punctuation that models and spreadsheets leave around a label.
-_EDGE_PUNCT = "\"'`[](){}<>.,;:!?*"
-
-
-def normalize_label(label: str) -> str:
-    """Case- and whitespace-insensitive form of a label: ``"  Happy. "`` → ``"happy"``."""
-    return _SPACES.sub(" ", str(label).strip().strip(_EDGE_PUNCT).strip()).lower()
-
-
-def canonical_label(label: str, label_order: Sequence[str], fold_word_forms: bool = True) -> str:
-    """``label`` normalised, and folded onto the one word form in ``label_order`` if it is not itself there."""
-    norm = normalize_label(label)
-    if norm in label_order or not fold_word_forms:
-        return norm
-    matches = [form for form in _FORMS.get(norm, ()) if form in label_order]
-    return matches[0] if len(matches) == 1 else norm
+# The SCORE policy (affectllm.normalize): spelling and inflections of the same word only, never a synonym —
+# "joy" is not "happy" here, although the parser (the PARSE policy) snaps it there.
+normalize_label = clean_label
+canonical_label = score_label
 
 
 def closed_set_scores(
@@ -81,7 +45,7 @@ def closed_set_scores(
 
     ``references`` (gold) and ``predictions`` are aligned single labels (``None`` in ``pred``: no prediction, scored wrong); labels
     are normalised (case, whitespace, surrounding punctuation) and, with ``fold_word_forms``, folded between word forms (``"anger"`` → ``"angry"`` when only
-    ``"angry"`` is a class; see ``WORD_FORM_GROUPS``). Raises ``ValueError`` on length mismatch, empty input,
+    ``"angry"`` is a class; see ``affectllm.normalize.WORD_FORM_GROUPS``, the SCORE policy). Raises ``ValueError`` on length mismatch, empty input,
     or a gold label outside ``labels``. Pass the task's label set as ``labels`` to average macro F1 and UAR over
     it (``label_set`` in the result is then ``"given"``).
 
