@@ -17,6 +17,7 @@ from typing import Any
 
 from affectllm.backends.base import Backend, GenerationConfig, Message
 from affectllm.errors import InputError
+from affectllm.prompting import ANSWER_CLOSE, ANSWER_OPEN
 from affectllm.schema import Clip, Media, Prediction
 from affectllm.settings import PromptSettings
 
@@ -318,8 +319,11 @@ class ChatSession:
         seconds: float,
         prediction: Prediction | None = None,
     ) -> None:
-        self.history = [*messages, {"role": "assistant", "content": reply}]
         structured = not self.turns and self.reasoner.settings.task != "chat"
+        if structured and ANSWER_OPEN in reply and ANSWER_CLOSE not in reply:
+            # Engines drop the stop string; the conversation keeps the answer whole, as the model wrote it.
+            reply = reply.rstrip() + ANSWER_CLOSE
+        self.history = [*messages, {"role": "assistant", "content": reply}]
         if prediction is None:
             prediction = (
                 self.reasoner.parse(reply, self.clip) if structured else parse_chat_reply(reply, self.clip)

@@ -1,5 +1,8 @@
 """Does training help? The same base model zero-shot, few-shot, after SFT and after SFT+GRPO — on dev data only.
 
+Each setting runs the dev tasks meld-closed-context and ovmerd-ov-subtitle through ``affectllm.tasks.run_task``,
+the code of ``affectllm eval run``: the same prompts, parser and metrics, the first ``--limit`` samples.
+
 For each setting it reports MELD-dev weighted F1 (closed set, dialogue context) and emotion-wheel F at levels 1
 and 2 on the OV-MERD dev gold, with the English MER2023 subtitle as the only input, plus the mean number of
 emotions listed per open-vocabulary answer (so a GRPO gain bought by listing many emotions is visible) and the
@@ -14,8 +17,7 @@ share of answers that followed the contract. Deltas are against the zero-shot ba
     # smoke run on the tiny test model (seconds):
     python bench/bench_training.py --model DIR --sft-adapter A --grpo-adapter B --limit 4 --max-new-tokens 16
 
-Prompts come from affectllm.prompting.build_messages (the builder the training rows use), answers are read by
-affectllm.parsing.parse_answer and scored by affectllm.metrics (the evaluation code). Test splits are never read.
+Nothing here builds a prompt or scores an answer its own way. Test splits are never read.
 """
 
 from __future__ import annotations
@@ -23,105 +25,72 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def _subset(rows: list[dict[str, Any]], limit: int | None, seed: int) -> list[dict[str, Any]]:
-    if limit is None or limit >= len(rows):
-        return rows
-    return random.Random(seed).sample(rows, limit)
-
-
-def load_dev_sets(root: Path, limit: int | None, seed: int, context_turns: int) -> dict[str, list[dict]]:
-    from affectllm.datasets import load_dataset_rows
-
-    meld = load_dataset_rows("meld", root / "meld", "dev", context_turns=context_turns)
-    ovmerd = [r for r in load_dataset_rows("ovmerd", root / "ovmerd", "dev") if r.get("transcript")]
-    return {"meld": _subset(meld, limit, seed), "ovmerd": _subset(ovmerd, limit, seed)}
+# The dev tasks this comparison runs, exactly as `affectllm eval run --task NAME` runs them.
+TASKS = {"meld": "meld-closed-context", "ovmerd": "ovmerd-ov-subtitle"}
 
 
 def run_setting(
-    backend: Any,
-    sets: dict[str, list[dict]],
+    backend: str,
+    model: str,
+    adapter: str | None,
     few_shot: bool,
-    max_new_tokens: int,
-    batch_size: int,
+    args: argparse.Namespace,
+    out_dir: Path,
 ) -> dict[str, Any]:
-    from affectllm.backends import GenerationConfig
-    from affectllm.datasets.friends import MELD_LABELS
-    from affectllm.metrics.closed import closed_set_scores
-    from affectllm.metrics.ov import score_ov
-    from affectllm.parsing import parse_answer
-    from affectllm.prompting import STOP_SEQUENCES, build_messages
-    from affectllm.schema import Clip
-
-    config = GenerationConfig(max_new_tokens=max_new_tokens, temperature=0.0, stop=list(STOP_SEQUENCES))
-    labels = list(MELD_LABELS)
-
-    def generate(conversations: list[list[dict]]) -> list[str]:
-        out: list[str] = []
-        for i in range(0, len(conversations), batch_size):
-            out.extend(backend.generate(conversations[i : i + batch_size], config))
-        return out
+    """One setting on the dev tasks through ``affectllm.tasks.run_task`` — the code behind ``affectllm eval
+    run``, with its prompts, parser and metrics — so every number here is what that command prints for the same
+    ``--limit`` (the first N dev samples)."""
+    from affectllm.reasoner import load_reasoner
+    from affectllm.tasks import generation_config, load_task, run_task, task_rows
 
     start = time.perf_counter()
-    meld_msgs = [
-        build_messages(
-            Clip(r["id"], [], transcript=r["transcript"]),
-            task="closed",
-            labels=labels,
-            context=r.get("context") or None,
-            few_shot=few_shot,
-            speaker=r.get("speaker"),
+    out: dict[str, Any] = {}
+    for key, name in TASKS.items():
+        task = load_task(name)
+        data_dir = Path(args.data_root) / task.dataset
+        rows = task_rows(task, data_dir, limit=args.limit)
+        options = backend_options(backend, model, adapter, args.batch_size, args.threads)
+        reasoner = load_reasoner(
+            backend,
+            task=task,
+            generation=generation_config(task, {"max_new_tokens": args.max_new_tokens}),
+            few_shot=-1 if few_shot else 0,
+            **options,
         )
-        for r in sets["meld"]
-    ]
-    meld_preds = [parse_answer(text, labels=labels) for text in generate(meld_msgs)]
-    closed = closed_set_scores(
-        references=[r["label"] for r in sets["meld"]],
-        predictions=[p.emotions[0] if p.emotions else None for p in meld_preds],
-        labels=labels,
-    )
-
-    ov_msgs = [
-        build_messages(Clip(r["id"], [], transcript=r["transcript"]), task="ov", few_shot=few_shot)
-        for r in sets["ovmerd"]
-    ]
-    ov_preds = [parse_answer(text) for text in generate(ov_msgs)]
-    gold = {r["id"]: list(r["labels"]) for r in sets["ovmerd"]}
-    pred = {r["id"]: list(p.emotions) for r, p in zip(sets["ovmerd"], ov_preds, strict=True)}
-    ov = score_ov(references=gold, predictions=pred)
-    answers = meld_preds + ov_preds
-    floor = ov.get("floor") or {}
-    return {
-        "meld_weighted_f1": closed["weighted_f1"],
-        "meld_accuracy": closed["accuracy"],
-        "ew_l1_f": ov["l1"]["f"],
-        "ew_l2_f": ov["l2"]["f"],
-        "mean_labels_per_answer": sum(len(p.emotions) for p in ov_preds) / max(1, len(ov_preds)),
-        # A policy that collapsed onto one answer shows here, and against the best constant answer below.
-        "meld_top_answer_share": top_answer_share(meld_preds),
-        "ov_top_answer_share": top_answer_share(ov_preds),
-        "ew_constant_floor_l1_f": floor.get("l1", {}).get("f"),
-        "ew_constant_floor_labels": floor.get("labels"),
-        "format_ok": sum(p.format_ok for p in answers) / max(1, len(answers)),
-        "n_meld": len(meld_preds),
-        "n_ovmerd": len(ov_preds),
-        "seconds": round(time.perf_counter() - start, 1),
-    }
-
-
-def top_answer_share(predictions: list[Any]) -> float:
-    """The share of answers naming the most common emotion set (1.0: the same answer to every sample)."""
-    counts = Counter(tuple(sorted(p.emotions)) for p in predictions)
-    return max(counts.values()) / len(predictions) if predictions else 0.0
+        try:
+            result = run_task(
+                task, data_dir, out_dir / name, reasoner, limit=args.limit, batch_size=args.batch_size,
+                progress=False, identity={"adapter": adapter, "model": model, "few_shot": few_shot},
+                overwrite=True, rows=rows,
+            )  # fmt: skip
+        finally:
+            reasoner.backend.close()
+        metrics, summary = result.metrics["metrics"], result.metrics["summary"]
+        out[f"n_{key}"] = result.n_samples
+        out[f"{key}_top_answer_share"] = summary["top_answer_share"]
+        out[f"{key}_gold_top_share"] = summary["gold_top_share"]
+        out[f"{key}_cited_share"] = summary["cited_share"]
+        out[f"{key}_floor"] = (summary.get("floor") or {}).get("value")
+        if key == "meld":
+            out["meld_weighted_f1"] = metrics["closed_set"]["weighted_f1"]
+            out["meld_accuracy"] = metrics["closed_set"]["accuracy"]
+        else:
+            out["ew_l1_f"] = metrics["ew"]["l1"]["f"]
+            out["ew_l2_f"] = metrics["ew"]["l2"]["f"]
+            out["mean_labels_per_answer"] = summary["labels_per_answer"]
+            floor = metrics["ew"].get("floor") or {}
+            out["ew_constant_floor_l1_f"] = (floor.get("l1") or {}).get("f")
+            out["ew_constant_floor_labels"] = floor.get("labels")
+    out["seconds"] = round(time.perf_counter() - start, 1)
+    return out
 
 
 SETTING_ORDER = ("zero-shot base", "few-shot base", "SFT", "SFT+GRPO")
@@ -141,7 +110,7 @@ def settings(args: argparse.Namespace) -> list[tuple[str, str | None, bool]]:
     return out
 
 
-_IDENTITY = ("backend", "limit", "seed", "max_new_tokens", "context_turns")
+_IDENTITY = ("backend", "limit", "max_new_tokens")
 
 
 def _payload(args: argparse.Namespace, model: str, results: dict[str, Any]) -> dict[str, Any]:
@@ -196,9 +165,9 @@ def markdown(results: dict[str, dict[str, Any]]) -> str:
         ("ew_l1_f", "OV-MERD-dev EW L1 F"),
         ("ew_l2_f", "EW L2 F"),
         ("mean_labels_per_answer", "labels/answer"),
-        ("ov_top_answer_share", "top OV answer share"),
+        ("ovmerd_top_answer_share", "top OV answer share"),
         ("meld_top_answer_share", "top MELD answer share"),
-        ("format_ok", "format ok"),
+        ("ovmerd_cited_share", "OV cited share"),
     ]
     lines = ["| setting | " + " | ".join(t for _, t in cols) + " | s |", "|---" * (len(cols) + 2) + "|"]
     order = {name: i for i, name in enumerate(SETTING_ORDER)}
@@ -247,10 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         help="another adapter to score as setting NAME (repeatable), e.g. an earlier GRPO run",
     )
     parser.add_argument("--data-root", default=os.environ.get("AFFECTLLM_DATA", "../shared/data"))
-    parser.add_argument("--limit", type=int, help="score a seeded random subset of each dev set")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--context-turns", type=int, default=2)
+    parser.add_argument("--limit", type=int, help="score the first N samples of each dev task (as eval run)")
     parser.add_argument("--max-new-tokens", type=int, default=160)
+    parser.add_argument("--runs-dir", default="runs/bench_training", help="where each task run's files go")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument(
         "--threads", type=int, help="llama.cpp threads (default: all cores; 1 when sharing a busy machine)"
@@ -258,26 +226,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", help="write the results as JSON here")
     args = parser.parse_args(argv)
 
-    from affectllm.backends import get_backend
-
     model = args.model
-    sets = load_dev_sets(Path(args.data_root), args.limit, args.seed, args.context_turns)
-    print(
-        f"dev rows: MELD {len(sets['meld'])}, OV-MERD {len(sets['ovmerd'])}; model {model}", file=sys.stderr
-    )
     results: dict[str, dict[str, Any]] = {}
     wanted = {name.strip() for name in args.settings.split(",")} if args.settings else None
     results.update(_earlier_results(args, model))
     for name, adapter, few_shot in settings(args):
         if wanted is not None and name not in wanted:
             continue
-        backend = get_backend(
-            args.backend, **backend_options(args.backend, model, adapter, args.batch_size, args.threads)
-        )
-        try:
-            results[name] = run_setting(backend, sets, few_shot, args.max_new_tokens, args.batch_size)
-        finally:
-            backend.close()
+        folder = Path(args.runs_dir) / name.replace(" ", "-").replace("+", "-")
+        results[name] = run_setting(args.backend, model, adapter, few_shot, args, folder)
         results[name]["adapter"] = adapter
         print(f"{name}: {json.dumps(results[name])}", file=sys.stderr)
         if args.output:  # after every setting: a long comparison loses no finished setting

@@ -27,6 +27,7 @@ def test_settings_scored_separately_merge_into_one_comparison(shared_data, tiny_
     out = tmp_path / "bench.json"
     common = ["--model", str(tiny_lm_dir), "--data-root", str(shared_data), "--limit", "2"]
     common += ["--max-new-tokens", "4", "--sft-adapter", str(adapter), "--output", str(out)]
+    common += ["--runs-dir", str(tmp_path / "runs")]
     assert bench.main([*common, "--settings", "zero-shot base"]) == 0
     assert bench.main([*common, "--settings", "SFT"]) == 0
     table = capsys.readouterr().out

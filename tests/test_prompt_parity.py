@@ -148,3 +148,31 @@ def test_prompt_parity_shipped_recipes_on_shared_data(recipe: str, shared_data: 
         row, source = by_source[(built["dataset"], built["id"])]
         task = load_task(source.eval_task)
         assert built["prompt"] == _reasoner(task).messages(build_clip(row, task)), (recipe, built["id"])
+
+
+def test_prompt_parity_follow_up_rows_equal_chat_session_messages(tmp_path: Path) -> None:
+    """The follow-up training rows are the messages the chat REPL sends after the first answer."""
+    task_path = _own_task(tmp_path)
+    task = load_task(str(task_path))
+    data = DataArgs(
+        sources=[DataSource("manifest", data_dir="mine", split="train", eval_task=str(task_path))],
+        root=str(tmp_path),
+        require_wheel_gold=False,
+        follow_ups=1.0,
+    )
+    rows = build_sft_rows(data)
+    first = {r["id"]: r for r in rows if "#" not in r["id"]}
+    follow = [r for r in rows if r["id"].endswith("#follow-up")]
+    assert follow
+    for row in follow:
+        base_id = row["id"].split("#")[0]
+        question = row["prompt"][-1]["content"]
+        reasoner = _reasoner(task)
+        reasoner.backend.replies = [first[base_id]["completion"][0]["content"], "ok"]
+        source_row = next(r for r in load_source_rows(data.sources[0], tmp_path) if r["id"] == base_id)
+        session = reasoner.chat(build_clip(source_row, task))
+        session.ask(None)
+        session.ask(question)
+        assert session.history[:-1] == row["prompt"]
+        reply = row["completion"][0]["content"]
+        assert "[L1]" in reply and reply.splitlines()[-1].startswith("Emotions: ")

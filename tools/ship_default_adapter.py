@@ -12,8 +12,11 @@ What ships, for every backend the embedded model runs on:
 llama.cpp's converter is not a PyPI package; it ships inside llama-cpp-python's source distribution:
 
     pip download llama-cpp-python==0.3.36 --no-deps --no-binary :all: -d /tmp/lcpp
-    python tools/ship_default_adapter.py --sft runs/gemma3-270m-sft --grpo runs/gemma3-270m-grpo \\
-        --llama-cpp /tmp/lcpp/llama_cpp_python-0.3.36.tar.gz --bench bench_training.json
+    python tools/ship_default_adapter.py --run runs/gemma3-270m-sft --stage 1-sft \\
+        --llama-cpp /tmp/lcpp/llama_cpp_python-0.3.36.tar.gz --eval "after stage 1=runs/eval-stage1"
+
+Each shipping adds a stage to ``training.json`` and the card (the adapter is trained in stages that continue
+from the committed one); earlier stages' recipes stay beside it.
 
 ``--llama-cpp`` takes that tarball, or a llama.cpp source checkout (the folder with convert_lora_to_gguf.py).
 """
@@ -98,13 +101,6 @@ def _summary(run: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _bench_table(bench: dict[str, Any]) -> str:
-    sys.path.insert(0, str(ROOT / "bench"))
-    from bench_training import markdown
-
-    return markdown(bench["results"])
-
-
 def rows_seen(run: Path, summary: dict[str, Any]) -> int:
     """Rows (SFT) or prompts x generations (GRPO) the optimizer saw: steps x batch x accumulation."""
     import yaml
@@ -116,18 +112,52 @@ def rows_seen(run: Path, summary: dict[str, Any]) -> int:
     return int(summary["global_step"]) * batch
 
 
+def _history(target: Path) -> list[dict[str, Any]]:
+    """Earlier stages of the shipped adapter (``training.json``), oldest first; the first release's
+    ``{"sft", "grpo"}`` form reads as two stages."""
+    path = target / "training.json"
+    if not path.is_file():
+        return []
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if "stages" in data:
+        return list(data["stages"])
+    return [
+        {"stage": f"0-{method}", "method": method, "recipe": f"recipe-{method}.yaml", "summary": data[method]}
+        for method in ("sft", "grpo")
+        if method in data
+    ]
+
+
+def _eval_table(folder: Path) -> list[str]:
+    """The dev table of an ``affectllm eval run --tasks ... -o FOLDER`` run (its results.json)."""
+    results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+
+    def fmt(value: Any) -> str:
+        return f"{value:.3f}" if isinstance(value, (int, float)) else "–"
+
+    lines = [
+        "| task | n | primary | value | best constant answer | emotions/answer | top answer share (gold) | "
+        "rationale items citing a shown id |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        s, p = r["summary"], r["primary"]
+        floor = s.get("floor") or {}
+        lines.append(
+            f"| {name} | {s.get('n')} | {p['metric']}:{p['key']} | **{fmt(p['value'])}** | {fmt(floor.get('value'))} "
+            f"| {fmt(s.get('labels_per_answer'))} | {fmt(s.get('top_answer_share'))} ({fmt(s.get('gold_top_share'))}) "
+            f"| {fmt(s.get('cited_share'))} |"
+        )
+    return lines
+
+
 def model_card(
-    sft: dict[str, Any],
-    grpo: dict[str, Any],
-    bench: dict[str, Any] | None,
+    stages: list[dict[str, Any]],
+    evals: list[tuple[str, Path]],
+    eval_command: str,
     sizes: dict,
-    seen: tuple[int, int],
     note: str = "",
 ) -> str:
-    def data_lines(summary: dict[str, Any]) -> list[str]:
-        kept = summary.get("data", {}).get("kept", {})
-        return [f"  - {name}: {n} rows" for name, n in sorted(kept.items())]
-
     def metric(summary: dict[str, Any], key: str) -> str:
         value = summary.get("metrics", {}).get(key)
         return "n/a" if value is None else f"{value:.4g}"
@@ -140,42 +170,42 @@ def model_card(
         "tags: [affectllm, emotion-recognition, open-vocabulary, lora, sft, grpo]",
         "---",
         "",
-        "# affectllm default adapter: Gemma 3 270M, LoRA SFT then GRPO",
+        "# affectllm default adapter: Gemma 3 270M, LoRA",
         "",
         "The adapter affectllm's embedded default model (Gemma 3 270M, the Q4_K_M GGUF shipped on PyPI) loads",
         "unless `--adapter none` is given. It answers in affectllm's contract: open-vocabulary emotions and a",
         "rationale citing the clip's evidence lines. A 270M model is a laptop default, not a strong recogniser;",
-        "see the dev-set table for what it does. Trained with `affectllm train` on a 2-core CPU.",
+        "see the dev-set table for what it does. Trained with `affectllm train` on a 2-core CPU, in stages that",
+        "each continue from the adapter the stage before committed.",
         "",
-        "## Training",
-        f"1. SFT (trl SFTTrainer): {sft['global_step']} optimizer steps, "
-        f"{sft['wall_time_s'] / 60:.0f} min wall, final loss {metric(sft, 'loss')}, "
-        f"answer-token accuracy {metric(sft, 'mean_token_accuracy')}; {seen[0]} rows seen, built from:",
-        *data_lines(sft),
-        f"2. GRPO (trl GRPOTrainer, same adapter continued): {grpo['global_step']} optimizer steps, "
-        f"{grpo['wall_time_s'] / 60:.0f} min wall, final mean reward {metric(grpo, 'reward')}; "
-        f"{seen[1]} completions scored, from prompts drawn from:",
-        *data_lines(grpo),
+        "## Training stages (oldest first)",
+    ]
+    for stage in stages:
+        summary = stage["summary"]
+        kept = summary.get("data", {}).get("kept", {})
+        lines.append(
+            f"- **{stage['stage']}** ({stage['method'].upper()}, recipe `{stage['recipe']}`): "
+            f"{summary.get('global_step')} optimizer steps, {summary.get('wall_time_s', 0) / 60:.0f} min wall, "
+            f"final loss {metric(summary, 'loss')}"
+            + (f", {stage['rows_seen']} rows seen" if stage.get("rows_seen") else "")
+            + (f"; built from {', '.join(f'{k} {v}' for k, v in sorted(kept.items()))}" if kept else "")
+            + (f". {stage['note']}" if stage.get("note") else "")
+        )
+    lines += [
+        "",
+        "Summaries with every logged value: `training.json`. OV-MERD and EMER clips (the dev gold) are held out",
+        "of all training rows; no test split is read.",
         "",
         *([note.strip(), ""] if note.strip() else []),
-        "Recipes: `recipe-sft.yaml`, `recipe-grpo.yaml` (the resolved YAML of each run); summaries with every",
-        "logged value: `training.json`. OV-MERD and EMER clips (the dev gold) are held out of all training rows.",
-        "",
         "## Files",
         f"- `adapter_model.safetensors` + `adapter_config.json` (PEFT, float16): {sizes['peft'] / 1e6:.1f} MB",
         f"- `adapter.gguf` (llama.cpp LoRA, float16, from llama.cpp's {CONVERTER}): {sizes['gguf'] / 1e6:.1f} MB",
     ]
-    if bench:
-        lines += [
-            "",
-            "## Dev-set comparison (dev splits only; the same base model in every row)",
-            f"Backend `{bench.get('backend', 'transformers')}`, seeded subset of {bench.get('limit') or 'all'} "
-            "rows per set, greedy decoding. MELD-dev weighted F1 (closed set, two context turns); emotion-wheel",
-            "F at levels 1/2 on OV-MERD dev gold with the English MER2023 subtitle as the only input; deltas",
-            "against zero-shot base. Produced by `bench/bench_training.py` (command in docs/training.md).",
-            "",
-            _bench_table(bench),
-        ]
+    for title, folder in evals:
+        lines += ["", f"## Dev set: {title}", "", *_eval_table(folder)]
+    if evals:
+        lines += ["", "Produced by the user-facing command (dev splits, the first N samples of each task):", "",
+                  "```", eval_command, "```"]  # fmt: skip
     lines += [
         "",
         "## Licence",
@@ -188,28 +218,49 @@ def model_card(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sft", type=Path, required=True, help="the SFT run's output folder")
-    parser.add_argument("--grpo", type=Path, required=True, help="the GRPO run's output folder (shipped)")
+    parser.add_argument("--run", type=Path, required=True, help="the training run (or checkpoint) to ship")
+    parser.add_argument("--stage", required=True, help="a name for this stage in the card (e.g. 1-sft)")
     parser.add_argument("--llama-cpp", type=Path, required=True, help="llama.cpp folder or sdist tarball")
-    parser.add_argument("--bench", type=Path, help="bench/bench_training.py --output JSON for the card")
+    parser.add_argument(
+        "--eval", action="append", default=[], metavar="TITLE=DIR", help="an `eval run --tasks` output folder"
+    )
+    parser.add_argument("--eval-command", default="", help="the eval run command line, for the card")
     parser.add_argument("--target", type=Path, default=TARGET)
     parser.add_argument("--note", default="", help="a paragraph for the card (how the runs went)")
+    parser.add_argument("--stage-note", default="", help="a sentence on this stage")
     args = parser.parse_args(argv)
 
-    sft, grpo = _summary(args.sft), _summary(args.grpo)
-    bench = json.loads(args.bench.read_text(encoding="utf-8")) if args.bench else None
+    summary = _summary(args.run)
+    stages = _history(args.target)
+    method = str(summary.get("method") or "sft")
+    recipe_name = f"recipe-{args.stage}.yaml"
+    stages.append(
+        {
+            "stage": args.stage,
+            "method": method,
+            "recipe": recipe_name,
+            "rows_seen": rows_seen(args.run, summary),
+            "note": args.stage_note,
+            "summary": summary,
+        }
+    )
+    evals = []
+    for spec in args.eval:
+        title, _, folder = spec.partition("=")
+        evals.append((title, Path(folder)))
     staging = args.target.with_name(args.target.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
+    # Earlier stages' recipes stay beside the adapter: the card names them.
+    for old in args.target.glob("recipe-*.yaml") if args.target.is_dir() else []:
+        shutil.copy2(old, staging / old.name)
     with tempfile.TemporaryDirectory() as scratch:
         llama_cpp = llama_cpp_source(args.llama_cpp, Path(scratch))
-        convert_to_gguf(args.grpo, llama_cpp, staging / "adapter.gguf")
-    shutil.copy2(args.grpo / "adapter_config.json", staging / "adapter_config.json")
-    half_precision_weights(args.grpo / "adapter_model.safetensors", staging / "adapter_model.safetensors")
-    shutil.copy2(args.sft / "recipe.yaml", staging / "recipe-sft.yaml")
-    shutil.copy2(args.grpo / "recipe.yaml", staging / "recipe-grpo.yaml")
-    training = {"sft": sft, "grpo": grpo}
-    (staging / "training.json").write_text(json.dumps(training, indent=2) + "\n", encoding="utf-8")
+        convert_to_gguf(args.run, llama_cpp, staging / "adapter.gguf")
+    shutil.copy2(args.run / "adapter_config.json", staging / "adapter_config.json")
+    half_precision_weights(args.run / "adapter_model.safetensors", staging / "adapter_model.safetensors")
+    shutil.copy2(args.run / "recipe.yaml", staging / recipe_name)
+    (staging / "training.json").write_text(json.dumps({"stages": stages}, indent=2) + "\n", encoding="utf-8")
     sizes = {
         "peft": sum(
             (staging / n).stat().st_size for n in ("adapter_model.safetensors", "adapter_config.json")
@@ -217,10 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         "gguf": (staging / "adapter.gguf").stat().st_size,
     }
     (staging / "README.md").write_text(
-        model_card(
-            sft, grpo, bench, sizes, (rows_seen(args.sft, sft), rows_seen(args.grpo, grpo)), args.note
-        ),
-        encoding="utf-8",
+        model_card(stages, evals, args.eval_command, sizes, args.note), encoding="utf-8"
     )
     total = sum(p.stat().st_size for p in staging.iterdir())
     if total > SIZE_LIMIT:

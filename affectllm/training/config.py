@@ -106,6 +106,9 @@ class DataArgs:
     #: prompts longer than this (in the model's tokens) are dropped — trl no longer truncates prompts
     max_prompt_tokens: int | None = 1024
     few_shot: bool = False
+    #: SFT only: the share of rows that also yield a follow-up exchange (a yes/no, "which cues" or "why"
+    #: question after the first answer, answered in prose that cites evidence ids), so chat keeps a conversation
+    follow_ups: float = 0.0
     modalities: list[str] | None = None
     max_cue_tokens: int | None = None
     template: str | None = None

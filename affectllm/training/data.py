@@ -264,6 +264,56 @@ def human_rationale(text: str) -> list[RationaleItem]:
     return items
 
 
+# Follow-up questions a person asks after the first answer (chat REPL); {emotion} is filled in.
+_FOLLOW_UPS = ("yes_no", "which_cues", "why")
+
+
+def follow_up_row(
+    clip: Clip,
+    settings: PromptSettings,
+    first_answer: str,
+    emotions: Sequence[str],
+    rationale: Sequence[RationaleItem],
+    label_pool: Sequence[str],
+    rng: random.Random,
+) -> dict[str, Any] | None:
+    """One follow-up exchange for SFT: the chat prompt that :class:`~affectllm.reasoner.ChatSession` sends after
+    the first answer (built by the same ``follow_up_messages``), and a prose reply citing evidence ids in
+    brackets. Only cited, real evidence is used; ``None`` when the rationale cites nothing."""
+    from affectllm.reasoner import _DEFAULT_QUESTIONS, follow_up_messages
+
+    cited = [r for r in rationale if r.cue_id]
+    if not cited or not emotions:
+        return None
+    kind = rng.choice(_FOLLOW_UPS)
+    evidence = "; ".join(f"{r.cue} [{r.cue_id}]" for r in cited)
+    if kind == "yes_no":
+        others = [x for x in label_pool if x.lower() not in {e.lower() for e in emotions}]
+        if others and rng.random() < 0.5:
+            asked = rng.choice(others)
+            question = f"Was the speaker {asked}?"
+            reply = (
+                f"Not from this evidence: {evidence}. It points to {', '.join(emotions)} rather than {asked}."
+            )
+        else:
+            asked = rng.choice(list(emotions))
+            question = f"Was the speaker {asked}?"
+            reply = f"Yes: {evidence}."
+    elif kind == "which_cues":
+        question = "Which cues support your answer?"
+        reply = "\n".join(f"- {r.cue} [{r.cue_id}]" for r in cited)
+    else:
+        question = "Why do you think so?"
+        reply = f"Because of {evidence}."
+    reply += "\nEmotions: " + ", ".join(emotions)
+    first_question = settings.question or _DEFAULT_QUESTIONS.get(settings.task, "")
+    exchanges = [{"role": "user", "content": first_question}, {"role": "assistant", "content": first_answer}]
+    return {
+        "prompt": follow_up_messages(clip, settings, exchanges, question),
+        "completion": [{"role": "assistant", "content": reply}],
+    }
+
+
 def gold_emotions(row: dict[str, Any], task: str) -> list[str]:
     if task == "closed":
         return [str(row["label"])] if row.get("label") else []
@@ -355,6 +405,7 @@ def build_sft_rows(
     root = data.resolved_root()
     cache: dict[str, dict[str, Clip]] = {}
     wheel_check = _wheel_gold_checker() if data.require_wheel_gold else None
+    follow_rng = random.Random(data.seed + 1)
     out: list[dict[str, Any]] = []
     for source, row, label_set in _sources_rows(data, report):
         name = f"{source.dataset}:{source.split}"
@@ -398,6 +449,13 @@ def build_sft_rows(
             }
         )
         report.add(report.kept, name)
+        if data.follow_ups and follow_rng.random() < data.follow_ups:
+            pool = label_set or ["happy", "sad", "angry", "surprised", "worried", "calm"]
+            extra = follow_up_row(clip, prompt_settings, answer, emotions, rationale, pool, follow_rng)
+            if extra is not None:
+                out.append({**extra, "id": f"{row['id']}#follow-up", "dataset": str(row.get("dataset") or source.dataset),
+                            "task": "chat", "rationale_source": origin})  # fmt: skip
+                report.add(report.kept, f"{name}:follow-up")
     random.Random(data.seed).shuffle(out)
     return out
 
