@@ -148,6 +148,9 @@ def read_table(path: str | Path, columns: Sequence[str], column: str | None = No
                     line=where,
                 )
         raw_name = row.get(name_key)
+        # A name is a string or an integer id; a list or a float (1e999 is inf) names no sample.
+        if raw_name is not None and (not isinstance(raw_name, (str, int)) or isinstance(raw_name, bool)):
+            raise InputError(path, f"{name_key!r} must be a string, found {raw_name!r}", line=line)
         name = "" if raw_name is None else str(raw_name).strip()
         if not name:
             raise InputError(path, f"empty {name_key!r}", line=line)
