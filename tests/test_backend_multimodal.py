@@ -8,7 +8,7 @@ import pytest
 
 from affectllm.backends import GenerationConfig, get_backend
 from affectllm.prompting import build_messages
-from affectllm.schema import Clip, Cue
+from affectllm.schema import Clip, Cue, Media
 
 CLIP = Clip("v", [Cue("facial", "AU12 lip corner puller", 2.0, None, "C", 0.2, 1.0)], transcript="Hi!")
 
@@ -31,7 +31,7 @@ def test_vlm_is_detected(vlm) -> None:
 
 
 def test_image_parts_reach_the_model(vlm, tmp_path: Path) -> None:
-    with_images = build_messages(CLIP, media={"images": _frames(tmp_path)})
+    with_images = build_messages(CLIP, media=Media(frames=tuple(_frames(tmp_path))))
     enc = vlm._encode([with_images])
     assert "pixel_values" in enc and enc["pixel_values"].shape[0] == 2
     image_token = vlm.tokenizer.convert_tokens_to_ids("<image>")
@@ -43,7 +43,7 @@ def test_image_parts_reach_the_model(vlm, tmp_path: Path) -> None:
     # Different pixels, different next-token distribution: the images condition the model.
     from PIL import Image
 
-    other = build_messages(CLIP, media={"images": [Image.new("RGB", (48, 40), (0, 0, 255))] * 2})
+    other = build_messages(CLIP, media=Media(frames=(Image.new("RGB", (48, 40), (0, 0, 255)),) * 2))
     logits_a = vlm.model(**vlm._encode([with_images])).logits[0, -1]
     logits_b = vlm.model(**vlm._encode([other])).logits[0, -1]
     assert not logits_a.allclose(logits_b)
@@ -52,7 +52,7 @@ def test_image_parts_reach_the_model(vlm, tmp_path: Path) -> None:
 
 def test_text_only_model_drops_media(tiny_lm_dir: Path, tmp_path: Path) -> None:
     lm = get_backend("transformers", model=str(tiny_lm_dir), device="cpu")
-    with_images = build_messages(CLIP, media={"images": _frames(tmp_path)})
+    with_images = build_messages(CLIP, media=Media(frames=tuple(_frames(tmp_path))))
     config = GenerationConfig(max_new_tokens=5)
     assert isinstance(lm.generate([with_images], config)[0], str)
     assert "2 key frames" in lm.prompt_text(with_images)  # the note stays; the pixels are dropped

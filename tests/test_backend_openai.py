@@ -204,7 +204,9 @@ def test_media_parts(server: ProtocolServer, tmp_path: Path) -> None:
 
     frame = tmp_path / "f.jpg"
     Image.new("RGB", (8, 8), (255, 0, 0)).save(frame)
-    media = {"images": [str(frame), Image.new("RGB", (4, 4))], "audio": np.zeros(1600, dtype=np.float32)}
+    from affectllm.schema import Media
+
+    media = Media(frames=(str(frame), Image.new("RGB", (4, 4))), audio=np.zeros(1600, dtype=np.float32))
     messages = build_messages(CLIP, media=media)
     config = GenerationConfig(max_new_tokens=3)
 

@@ -149,8 +149,8 @@ def test_read_jsonl(tmp_path):
     [
         ('{"name": "s2", "labels": [happy]}', "malformed JSON"),
         ('["s2", ["happy"]]', "expected a JSON object"),
-        ('{"labels": ["happy"]}', "no 'name' key"),
-        ('{"name": "s2", "emotions": ["happy"]}', "no label column"),
+        ('{"labels": ["happy"]}', r"no 'id' \(or 'name'\) key"),
+        ('{"name": "s2", "feelings": ["happy"]}', "no label column"),
         ('{"name": "s2", "labels": ["happy", 1]}', "unparsable label list"),
         ('{"name": "s2", "labels": {"happy": 1}}', "unparsable label list"),
         ('{"name": "s1", "labels": ["sad"]}', "duplicate name 's1'"),

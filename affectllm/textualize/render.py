@@ -135,9 +135,12 @@ def _select_within_budget(
     keep: set[str] = set()
     seen_modalities: set[str] = set()
     progress = True
+    # What was said goes first: it is short, every task can use it, and a budget must never drop it for the
+    # hundredth AU line; the other modalities then share what is left, round-robin.
+    priority = ("linguistic", *(m for m in MODALITIES if m != "linguistic"))
     while progress:
         progress = False
-        for modality in MODALITIES:
+        for modality in priority:
             queue = queues.get(modality)
             if not queue:
                 continue
