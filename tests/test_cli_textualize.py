@@ -25,7 +25,7 @@ def test_single_clip_prints_block_and_writes_json(tmp_path, capsys):
         [
             "textualize",
             str(video),
-            "--modalities",
+            "--extractors",
             "face,scene",
             "--captions",
             str(captions),
@@ -92,7 +92,7 @@ def test_cli_audio_with_speech(tmp_path, capsys):
     out = tmp_path / "talk.json"
     assert (
         main(
-            ["textualize", str(video), "--modalities", "audio", "--asr", "faster-whisper", "--json", str(out)]
+            ["textualize", str(video), "--extractors", "audio", "--asr", "faster-whisper", "--json", str(out)]
         )
         == 0
     )

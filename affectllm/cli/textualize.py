@@ -29,9 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a media file, a sidecar, a folder or a .jsonl manifest",
     )
     p.add_argument(
-        "--modalities",
+        "--extractors",
         default="audio,face,scene",
-        help="comma-separated extractors to run: audio, face, scene (default: all)",
+        metavar="LIST",
+        help="comma-separated extractors to run on media: audio,face,scene (default: all; 'none' for none)",
     )
     p.add_argument(
         "--asr",
@@ -94,13 +95,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=True,
         help="batch: redo clips that failed before (default yes)",
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar, no text block for batches")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no text block for batches")
     p.set_defaults(func=run)
+
+
+def parse_extractors(value: str, where: str) -> tuple[str, ...]:
+    from affectllm.settings import parse_extractors as parse
+
+    return parse(value, where)
 
 
 def _options(args: argparse.Namespace) -> dict:
     return {
-        "modalities": args.modalities,
+        "modalities": parse_extractors(args.extractors, "--extractors"),
         "asr": None if args.asr == "none" else args.asr,
         "asr_model": args.asr_model,
         "sex": args.sex,
@@ -123,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     _check_numbers(args)
     is_batch = source.is_dir() or source.suffix.lower() in (".jsonl", ".ndjson")
     options = _options(args)
-    if args.asr != "none" and "audio" in args.modalities:
+    if args.asr != "none" and "audio" in parse_extractors(args.extractors, "--extractors"):
         from affectllm.textualize.asr import asr_engine_name
 
         asr_engine_name(args.asr)  # an unknown engine fails here, before any clip, listing the known ones

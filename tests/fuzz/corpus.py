@@ -306,7 +306,7 @@ def textualize_cases() -> Iterator[Case]:
             yield Case(
                 f"textualize-media-{kind}{ext}",
                 "textualize",
-                ["textualize", "{d}/" + name, "--modalities", "audio", *TEXTUALIZE_FAST],
+                ["textualize", "{d}/" + name, "--extractors", "audio", *TEXTUALIZE_FAST],
                 {name: make()},
                 expect="any" if kind in MEDIA_ACCEPTABLE else "refuse",
                 names=name,
@@ -315,7 +315,7 @@ def textualize_cases() -> Iterator[Case]:
         yield Case(
             f"textualize-video-{kind}",
             "textualize",
-            ["textualize", "{d}/clip.mp4", "--modalities", "audio,scene", *TEXTUALIZE_FAST],
+            ["textualize", "{d}/clip.mp4", "--extractors", "audio,scene", *TEXTUALIZE_FAST],
             {"clip.mp4": make()},
             # Damaged files may still decode in part (FFmpeg conceals errors): any clean outcome will do.
             expect="any" if kind != "mp4-truncated-header" else "refuse",
@@ -327,7 +327,7 @@ def textualize_cases() -> Iterator[Case]:
         yield Case(
             f"textualize-media-{kind}",
             "textualize",
-            ["textualize", path, "--modalities", "audio", *TEXTUALIZE_FAST],
+            ["textualize", path, "--extractors", "audio", *TEXTUALIZE_FAST],
             files,
             names=path.replace("{d}/", ""),
             timeout=20,
@@ -386,7 +386,7 @@ def textualize_cases() -> Iterator[Case]:
         ("--max-tokens", "0"),
         ("--max-tokens", "-5"),
         ("--num-frames", "0"),
-        ("--modalities", "smell"),
+        ("--extractors", "smell"),
         ("--asr", "telepathy"),
         ("--sex", "other"),
     ):
@@ -395,7 +395,7 @@ def textualize_cases() -> Iterator[Case]:
             "textualize",
             ["textualize", "{d}/x.transcript.txt", f"{option}={value}", "--no-cache"],
             {"x.transcript.txt": transcript},
-            names=option if option not in ("--modalities", "--asr", "--sex") else value,
+            names=option if option not in ("--extractors", "--asr", "--sex") else value,
         )
     # --json output of one clip
     for kind in OUTPUT_KINDS:
@@ -475,7 +475,7 @@ def textualize_batch_cases() -> Iterator[Case]:
             "{d}/clips",
             "--out",
             "{d}/out.jsonl",
-            "--modalities",
+            "--extractors",
             "audio,face,scene",
             *TEXTUALIZE_FAST,
         ],
