@@ -31,7 +31,7 @@ def answer_text(prediction: Prediction) -> str:
         return prediction.raw.strip()
     words = list(prediction.emotions)
     named = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
-    text = f"The speaker seems {named}."
+    text = f"The speaker shows {named}."
     cited = [f"{r.cue} [{r.cue_id}]" if r.cue_id else r.cue for r in prediction.rationale if r.cue]
     if cited:
         text += " Evidence: " + "; ".join(cited) + "."
