@@ -33,7 +33,6 @@ EXTRACTOR_ALIASES: dict[str, str] = {
     "captions": "scene",
 }
 CLIP_SOURCES: tuple[str, ...] = ("transcript", "media", "auto")
-PROMPT_TASKS: tuple[str, ...] = ("ov", "closed", "chat")
 CLOSED_DECODING: tuple[str, ...] = ("generate", "likelihood")
 
 
@@ -68,13 +67,9 @@ def parse_modalities(value: str | Iterable[str] | None, where: str = "modalities
 
 def check_asr_engine(name: str) -> str:
     """The registry name of an ASR engine; an unknown name is an error up front, not a per-clip warning."""
-    from affectllm.textualize.asr import ASR_ENGINES
+    from affectllm.textualize.asr import asr_engine_name
 
-    key = name.strip().lower().replace("_", "-")
-    key = {"whisper": "openai-whisper", "fasterwhisper": "faster-whisper"}.get(key, key)
-    if key not in ASR_ENGINES:
-        raise InputError(None, f"unknown ASR engine {name!r}; available: {', '.join(sorted(ASR_ENGINES))}")
-    return key
+    return asr_engine_name(name)
 
 
 @dataclass(frozen=True)

@@ -468,6 +468,7 @@ def asr_engine_name(name: str) -> str:
         raise UnknownNameError(ASR_ENGINES.kind, name, ASR_ENGINES.names())
     return key
 
+
 _MODELS: dict[tuple, Any] = {}
 _MODELS_LOCK = threading.Lock()
 

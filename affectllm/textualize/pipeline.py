@@ -30,6 +30,7 @@ from affectllm.errors import InputError
 from affectllm.registry import Registry
 from affectllm.resources import user_cache_dir
 from affectllm.schema import LINGUISTIC, Clip, Cue
+from affectllm.settings import EXTRACTOR_ALIASES, EXTRACTORS, parse_extractors
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac")
@@ -39,18 +40,9 @@ SIDECAR_SUFFIXES: dict[str, tuple[str, ...]] = {
     "captions": (".captions.json", ".captions.txt"),
     "transcript": (".transcript.txt",),
 }
-MODALITY_NAMES: dict[str, str] = {
-    "audio": "audio",
-    "acoustic": "audio",
-    "speech": "audio",
-    "face": "face",
-    "facial": "face",
-    "au": "face",
-    "scene": "scene",
-    "visual-scene": "scene",
-    "captions": "scene",
-}
-DEFAULT_MODALITIES = ("audio", "face", "scene")
+# The extractors and their aliases live in affectllm.settings (one table for every command and YAML key).
+MODALITY_NAMES: dict[str, str] = EXTRACTOR_ALIASES
+DEFAULT_MODALITIES = EXTRACTORS
 # Bump when the cached record layout or any extractor's output changes without a version bump.
 # 2: HNR from Praat's pitch analysis, F0 at a 20 ms hop.
 CACHE_FORMAT = 2
@@ -225,18 +217,7 @@ def _looks_like_a_path(text: str) -> bool:
 
 
 def _normalise_modalities(modalities: Iterable[str] | str | None) -> tuple[str, ...]:
-    if modalities is None:
-        return DEFAULT_MODALITIES
-    if isinstance(modalities, str):
-        modalities = [m for m in modalities.split(",") if m.strip()]
-    out = []
-    for m in modalities:
-        key = m.strip().lower()
-        if key not in MODALITY_NAMES:
-            raise InputError(None, f"unknown modality {m!r}; expected some of audio, face, scene")
-        if MODALITY_NAMES[key] not in out:
-            out.append(MODALITY_NAMES[key])
-    return tuple(sorted(out, key=DEFAULT_MODALITIES.index))
+    return tuple(sorted(parse_extractors(modalities), key=EXTRACTORS.index))
 
 
 # ---------------------------------------------------------------------------------------------- transcript
