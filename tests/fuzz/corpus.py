@@ -834,23 +834,9 @@ GROUPS: dict[str, Callable[[], Iterator[Case]]] = {
 
 # Failures in code outside the files this corpus was written to fix (another change owns them): listed so the
 # table shows them and the tests mark them xfail, never hidden. Remove an entry once its fix lands.
-_YAML_READ = "{}: yaml read with read_text(utf-8) and safe_load, UnicodeDecodeError/RecursionError not caught"
-KNOWN: dict[str, str] = {
-    **{
-        f"eval-run-task-{k}": _YAML_READ.format("affectllm/tasks.py _read_yaml")
-        for k in ("latin1", "binary", "deep")
-    },
-    **{
-        f"train-{m}-recipe-{k}": _YAML_READ.format("affectllm/training/config.py load_recipe")
-        for m in ("sft", "grpo")
-        for k in ("latin1", "binary", "deep")
-    },
-    "predict-out-same-as-input": "affectllm/batch_predict.py: ResumableJSONL(out) without inputs=[manifest]: "
-    "the manifest rows read as finished records, exit 0",
-    "predict-out-symlink-to-input": "affectllm/batch_predict.py: as predict-out-same-as-input, through a symlink",
-    "predict-manifest-id-list": "affectllm/clips.py row_id: a list id is accepted and the clip fails later, the "
-    "message does not name the manifest",
-}
+# Cases that fail for a reason outside the files this corpus' fixes touched, as case id -> where and why; they
+# run as expected failures until fixed (then the entry goes). None are open.
+KNOWN: dict[str, str] = {}
 
 
 def all_cases() -> list[Case]:
