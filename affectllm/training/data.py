@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,8 +98,8 @@ def load_source_rows(source: Any, root: Path, allow_eval_splits: bool = False) -
             f"data source {source.dataset!r}: split {split!r} is an evaluation split; training on it would "
             "inflate every dev/test number (set data.allow_eval_splits only for pipeline smoke tests)",
         )
-    options: dict[str, Any] = dict(getattr(source, "options", None) or {})
-    if getattr(source, "eval_task", None):
+    options: dict[str, Any] = dict(source.options or {})
+    if source.eval_task:
         from affectllm.tasks import load_task
 
         # The task's converter options (its context window, ...) make the rows the task reads.
@@ -109,7 +108,7 @@ def load_source_rows(source: Any, root: Path, allow_eval_splits: bool = False) -
             options = {**task.dataset_options, **options}
         if task.context and task.context_turns is not None:
             options.setdefault("context_turns", task.context_turns)
-    elif source.dataset in ("meld", "emorynlp") and getattr(source, "context_turns", None) is not None:
+    elif source.dataset in ("meld", "emorynlp") and source.context_turns is not None:
         options.setdefault("context_turns", source.context_turns)
     return load_dataset_rows(source.dataset, source_dir(source, root), split, final=evaluation, **options)
 
@@ -120,7 +119,7 @@ def holdout_ids(sources: Iterable[Any], root: Path) -> set[str]:
 
     ids: set[str] = set()
     for source in sources:
-        options = dict(getattr(source, "options", None) or {})
+        options = dict(source.options or {})
         folder = source_dir(source, root)
         if source.split != "all":
             rows = load_dataset_rows(source.dataset, folder, source.split, final=True, **options)
@@ -366,7 +365,7 @@ def _sources_rows(data: Any, report: BuildReport) -> Iterable[tuple[Any, dict[st
 
 
 def _cues_for(source: Any, root: Path, cache: dict[str, dict[str, Clip]]) -> dict[str, Clip] | None:
-    path = getattr(source, "cues_jsonl", None)
+    path = source.cues_jsonl
     if not path:
         return None
     full = Path(path).expanduser()
@@ -529,13 +528,3 @@ def write_rows(rows: Sequence[dict[str, Any]], path: str | Path) -> None:
     with path.open("w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
-_WS = re.compile(r"\s+")
-
-
-def preview(row: dict[str, Any], width: int = 200) -> str:
-    """A one-line preview of a built row (for logs)."""
-    prompt = row["prompt"][-1]["content"]
-    text = prompt if isinstance(prompt, str) else json.dumps(prompt)[:width]
-    return _WS.sub(" ", text)[:width]
