@@ -151,9 +151,9 @@ def test_nothing_extractable_raises(tmp_path):
     (tmp_path / "c.json").write_text("[]")
     with pytest.raises(InputError, match="unsupported file type"):
         textualize_clip(tmp_path / "c.json")
-    with pytest.raises(InputError, match="no such file"):
+    with pytest.raises(InputError, match="not found"):
         textualize_clip(tmp_path / "absent.mp4")
-    with pytest.raises(InputError, match="unknown modality"):
+    with pytest.raises(InputError, match="unknown extractor"):
         textualize_clip({"id": "x", "transcript": "hi"}, modalities="smell")
 
 
