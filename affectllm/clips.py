@@ -69,7 +69,9 @@ def _context(row: Mapping[str, Any]) -> list[dict[str, str]]:
     return turns
 
 
-def _transcript(row: Mapping[str, Any]) -> str | None:
+def _transcript(row: Mapping[str, Any]) -> tuple[str | None, Path | None]:
+    """The row's transcript as ``(text, None)`` or, when it names a file, ``(None, path)``: a file goes to the
+    transcript reader whole, so time-stamped lines (``[mm:ss.s] words``) keep their times."""
     text = row.get("transcript")
     if text is not None and not isinstance(text, str):
         raise InputError(None, f"sample {row_id(row)}: transcript must be text, not {type(text).__name__}")
@@ -82,12 +84,17 @@ def _transcript(row: Mapping[str, Any]) -> str | None:
         path = Path(str(file)).expanduser()
         if not path.is_file():
             raise InputError(path, "transcript file not found")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise InputError(path, "transcript is not UTF-8 text") from None
+        return None, path
     text = " ".join((text or "").split())
-    return text or None
+    return text or None, None
+
+
+def _transcript_clip(clip_id: str, text: str | None, path: Path | None, media: str | None) -> Clip:
+    """A clip whose evidence is what was said, read as the textualize pipeline reads a transcript."""
+    from affectllm.textualize.pipeline import transcript_cues
+
+    cues = transcript_cues(path=path) if path is not None else transcript_cues(text)
+    return Clip(clip_id, cues, media, " ".join(str(c.value) for c in cues) or None)
 
 
 def _finish(clip: Clip, row: Mapping[str, Any], settings: ClipSettings, clip_id: str) -> Clip:
@@ -105,7 +112,10 @@ def clip_from_row(
     """The Clip for one row (see the module docstring); raises ``InputError`` for a row that gives no evidence."""
     settings = settings or ClipSettings()
     clip_id = row_id(row)
-    transcript = _transcript(row)
+    text, transcript_file = _transcript(row)
+    if transcript_file is not None and (row.get("cues") or (precomputed and clip_id in precomputed)):
+        text = _transcript_clip(clip_id, None, transcript_file, None).transcript
+    transcript = text
     if precomputed is not None and clip_id in precomputed:
         given = precomputed[clip_id]
         clip = Clip(
@@ -126,13 +136,13 @@ def clip_from_row(
 
     has_media = bool(_media(row) or row.get("au_csv") or row.get("captions"))
     if settings.source == "transcript" or (settings.source == "auto" and not has_media):
-        if not transcript:
+        if not transcript and transcript_file is None:
             raise InputError(
                 None, f"sample {clip_id}: no transcript (and the input source is the transcript)"
             )
-        from affectllm.textualize.pipeline import transcript_cues
-
-        clip = Clip(clip_id, transcript_cues(transcript), _media(row), transcript)
+        clip = _transcript_clip(clip_id, transcript, transcript_file, _media(row))
+        if not clip.cues:
+            raise InputError(transcript_file, "transcript is empty")
         return _finish(clip, row, settings, clip_id)
     if not has_media:
         raise InputError(
@@ -145,18 +155,19 @@ def clip_from_row(
     for key in ("au_csv", "captions"):
         if row.get(key):
             manifest[key] = row[key]
-    if transcript:
-        manifest["transcript"] = transcript
+    if transcript_file is not None or transcript:
+        manifest["transcript"] = str(transcript_file) if transcript_file is not None else transcript
+    # A given transcript is authoritative for the words; the pipeline still runs ASR (when asked) for the
+    # speaking-rate and pause cues its word timings give.
     clip = textualize_clip(
         manifest,
         modalities=settings.extractors,
-        asr=None if transcript else settings.asr,
+        asr=settings.asr,
         asr_model=settings.asr_model,
         use_cache=settings.use_cache,
         sex=row.get("sex") or None,
         **settings.textualize_options(),
     )
-    clip.transcript = transcript or clip.transcript
     if not clip.cues and not clip.transcript:
         reasons = "; ".join(clip.warnings) or "no cues and no transcript"
         raise InputError(clip.media or clip_id, f"no evidence could be extracted ({reasons})")

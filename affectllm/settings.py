@@ -80,8 +80,9 @@ class ClipSettings:
       sidecars; a row without any is an error) or ``auto`` (media when the row has some, else the transcript).
     - ``extractors``: what runs on media (``audio``, ``face``, ``scene``).
     - ``context``: keep the row's dialogue context (the turns before the clip) on the clip.
-    - ``asr``: the speech recogniser for media without a transcript (``None`` = none); a row's own transcript
-      always replaces ASR, which saves seconds per clip and adds no recognition errors.
+    - ``asr``: the speech recogniser run on media (``None`` = none). A row's own transcript is authoritative
+      for the words; ASR then still gives the speaking-rate and pause cues its word timings yield. Training
+      sources turn it off (seconds per clip, and the dataset's text is the reference).
     - ``options``: further ``textualize_clip`` keywords (``num_frames``, ``face_options``, ...).
     """
 
