@@ -593,6 +593,16 @@ def generation_config(task: Task, overrides: dict[str, Any] | None = None) -> An
     return config
 
 
+def dataset_folder(root: str | Path, dataset: str) -> Path:
+    """A dataset's folder under a data root laid out as ``../shared/data`` is: ``<root>/<dataset>`` or, for the
+    speech corpora, ``<root>/audio/<dataset>``; ``root`` itself when neither exists."""
+    root = Path(root)
+    for candidate in (root / dataset, root / "audio" / dataset):
+        if candidate.is_dir():
+            return candidate
+    return root
+
+
 def task_rows(
     task: Task, data_dir: str | Path, split: str | None = None, final: bool = False, limit: int | None = None
 ) -> list[dict[str, Any]]:

@@ -49,13 +49,13 @@ def run_setting(
     run``, with its prompts, parser and metrics — so every number here is what that command prints for the same
     ``--limit`` (the first N dev samples)."""
     from affectllm.reasoner import load_reasoner
-    from affectllm.tasks import generation_config, load_task, run_task, task_rows
+    from affectllm.tasks import dataset_folder, generation_config, load_task, run_task, task_rows
 
     start = time.perf_counter()
     out: dict[str, Any] = {}
     for key, name in TASKS.items():
         task = load_task(name)
-        data_dir = Path(args.data_root) / task.dataset
+        data_dir = dataset_folder(args.data_root, task.dataset)
         rows = task_rows(task, data_dir, limit=args.limit)
         options = backend_options(backend, model, adapter, args.batch_size, args.threads)
         reasoner = load_reasoner(

@@ -141,14 +141,11 @@ def parse_limit(value: str) -> float:
 
 
 def task_data_dir(root: str | Path, dataset: str, several: bool) -> Path:
-    """The data folder of one task: ``--data-dir`` itself for one task; for several, ``<data-dir>/<dataset>``
-    (or ``<data-dir>/audio/<dataset>`` for the speech corpora, as ``../shared/data`` lays them out) when present."""
-    root = Path(root)
-    if several:
-        for candidate in (root / dataset, root / "audio" / dataset):
-            if candidate.is_dir():
-                return candidate
-    return root
+    """The data folder of one task: ``--data-dir`` itself for one task; for several, the dataset's folder under
+    it (:func:`affectllm.tasks.dataset_folder`)."""
+    from affectllm.tasks import dataset_folder
+
+    return dataset_folder(root, dataset) if several else Path(root)
 
 
 def run(args: argparse.Namespace) -> int:
