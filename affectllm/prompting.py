@@ -555,10 +555,7 @@ def resolve_settings(settings: PromptSettings | None = None, **options: Any) -> 
     """``settings`` with ``options`` applied (keyword names of :class:`PromptSettings`; unknown names refused)."""
     if settings is None:
         return PromptSettings.from_options(**options)
-    if options:
-        PromptSettings.from_options(**{**{"labels": settings.labels, "task": settings.task}, **options})
-        return settings.replace(**options)
-    return settings
+    return settings.replace(**options) if options else settings
 
 
 def build_messages(

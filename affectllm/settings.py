@@ -12,7 +12,7 @@ messages, which is what ``tests/test_prompt_parity.py`` holds.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from affectllm.errors import InputError
@@ -131,7 +131,6 @@ class PromptSettings:
     max_cue_tokens: int | None = None
     question: str | None = None
     closed_decoding: str = "generate"
-    extra: tuple[tuple[str, Any], ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
         from affectllm.prompting import normalize_task
@@ -156,16 +155,22 @@ class PromptSettings:
             )
 
     def replace(self, **changes: Any) -> PromptSettings:
+        """These settings with ``changes`` applied; unknown names are refused (a typo must not pass silently)."""
+        self._check_names(changes)
         return replace(self, **changes)
 
     @classmethod
     def from_options(cls, **options: Any) -> PromptSettings:
-        """Settings from keyword options, refusing unknown names (a typo must not pass silently)."""
+        """Settings from keyword options, refusing unknown names."""
+        cls._check_names(options)
+        return cls(**options)
+
+    @classmethod
+    def _check_names(cls, options: Mapping[str, Any]) -> None:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
-            raise TypeError(f"unknown prompt settings {unknown}; known: {sorted(known - {'extra'})}")
-        return cls(**options)
+            raise TypeError(f"unknown prompt settings {unknown}; known: {sorted(known)}")
 
 
 def settings_from_task(task: Any) -> tuple[ClipSettings, PromptSettings]:
