@@ -133,6 +133,10 @@ class Clip:
     warnings: list[str] = field(default_factory=list)
     speaker: str | None = None
     context: list[dict[str, str]] = field(default_factory=list)
+    # What the textualizers measured alongside the cues, kept so the cue timeline (affectllm.timeline) can draw
+    # it without re-running them: downsampled pitch/loudness contours, their bands, pauses, ASR word times and
+    # AU intensities. JSON-serialisable; never shown to the model.
+    signals: dict[str, Any] = field(default_factory=dict)
 
     def evidence(self) -> list[Evidence]:
         """The clip's evidence lines with their citation ids, assigned once over all cues.
@@ -169,6 +173,7 @@ class Clip:
             list(self.warnings),
             self.speaker,
             context,
+            dict(self.signals),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -184,6 +189,8 @@ class Clip:
             out["speaker"] = self.speaker
         if self.context:
             out["context"] = [dict(t) for t in self.context]
+        if self.signals:
+            out["signals"] = self.signals
         return out
 
     @classmethod
@@ -197,6 +204,7 @@ class Clip:
             warnings=list(data.get("warnings", [])),
             speaker=data.get("speaker") or None,
             context=[dict(t) for t in data.get("context") or []],
+            signals=dict(data.get("signals") or {}),
         )
 
 
