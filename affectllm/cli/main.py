@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "eval": "affectllm.cli.eval_group",
     "train": "affectllm.cli.train",
     "models": "affectllm.cli.models",
+    "ui": "affectllm.cli.ui",
 }
 # Commands that hand the arguments after `--` to another program unchanged (args.extra). They are split off
 # before parsing, so an option typed after a positional argument is still affectllm's own.
