@@ -32,6 +32,16 @@ def speech_cues(transcript: Transcript) -> list[Cue]:
     return cues
 
 
+def word_times(transcript: Transcript) -> list[dict[str, Any]]:
+    """The recognised words with their times (from the segments the speech cues kept)."""
+    return [
+        {"start": round(w.start, 3), "end": round(w.end, 3), "text": w.text.strip()}
+        for seg in transcript.segments
+        for w in seg.words
+        if w.text.strip()
+    ]
+
+
 def audio_cues(
     audio: AudioData,
     asr: str | None = "faster-whisper",
@@ -41,6 +51,7 @@ def audio_cues(
     transcript: Transcript | None = None,
     prosody: str = "full",
     asr_options: dict[str, Any] | None = None,
+    signals: dict[str, Any] | None = None,
     **prosody_options: Any,
 ) -> tuple[list[Cue], Transcript | None]:
     """Acoustic and linguistic cues for one clip's audio, and the transcript they came from.
@@ -52,6 +63,9 @@ def audio_cues(
       from intensity in dB; every other cue is the same) or ``"none"``.
 
     Silent or non-speech audio gives one explicit ``speech activity: no speech detected`` cue, not an error.
+    ``signals``, when given, receives what the cues were measured from, for the cue timeline: the prosody
+    contours, bands and pauses (:func:`~affectllm.textualize.prosody.extract_prosody`) and the ASR word times
+    under ``"words"`` (``[{"start", "end", "text"}]``).
     """
     if prosody not in ("full", "fast", "none"):
         raise ValueError("prosody must be 'full', 'fast' or 'none'")
@@ -66,11 +80,14 @@ def audio_cues(
                 sex=sex,
                 transcript_text=transcript_text,
                 use_opensmile=prosody == "full",
+                signals=signals,
                 **prosody_options,
             )
         )
     if transcript is not None:
         cues.extend(speech_cues(transcript))
+        if signals is not None:
+            signals["words"] = word_times(transcript)
     spoke = transcript is not None and not transcript.is_empty
     has_no_speech_cue = any(c.name == "speech activity" for c in cues)
     # A transcript sidecar says there is speech even when the ASR found none (e.g. a language it cannot read).

@@ -753,6 +753,7 @@ def face_cues_from_csv(
     all_faces: bool = False,
     fps: float | None = None,
     max_au_cues: int = 12,
+    signals: dict | None = None,
     **options,
 ) -> list[Cue]:
     """Evidence cues for the faces in an OpenFace 2.x or py-feat AU CSV.
@@ -760,8 +761,9 @@ def face_cues_from_csv(
     The primary face (most tracked frames) gets full cues; other faces one summary cue each, or full cues
     prefixed ``face N:`` with ``all_faces=True``. A file whose frames all failed tracking yields one explicit
     "no face tracked" cue; a file with no AU columns, no frames or unreadable content raises InputError.
-    ``max_au_cues`` caps the AU-episode cues per face (the most salient are kept). Other options: see
-    :func:`summarise_faces`.
+    ``max_au_cues`` caps the AU-episode cues per face (the most salient are kept). ``signals``, when given,
+    receives the primary face's intensity series of the AUs its cues name, under ``"au"``
+    (:func:`au_signals`), for the cue timeline. Other options: see :func:`summarise_faces`.
     """
     frames = read_au_csv(path, fps=fps)
     summaries = summarise_faces(frames, confidence_threshold=confidence_threshold, **options)
@@ -778,7 +780,36 @@ def face_cues_from_csv(
             cues.extend(face_summary_cues(summary, source, frames.kind, prefix=f"face {summary.face_id}: "))
         else:
             cues.append(_secondary_cue(summary, source, frames.kind))
+    if signals is not None and summaries[0].tracked_frames:
+        aus = sorted({ep.au for ep in summaries[0].au_episodes})
+        signals["au"] = au_signals(frames, summaries[0].face_id, aus, confidence_threshold)
     return cues
+
+
+def au_signals(
+    frames: AUFrames, face_id: int, aus: list[int], confidence_threshold: float = DEFAULT_CONFIDENCE
+) -> dict:
+    """One face's AU intensities (presence where a CSV has no intensity) on a regular grid of at most
+    ``MAX_SIGNAL_POINTS`` bins, each bin's maximum over its tracked frames (so an apex is never averaged away):
+    ``{"face_id", "scale", "step", "series": {"AU12": [values or None]}}`` (value i at ``(i + 0.5) * step``)."""
+    from affectllm.textualize.prosody import regular_series
+
+    rows = frames.face_id == face_id
+    valid = rows & frames.success & (frames.confidence >= confidence_threshold)
+    end = float(np.nanmax(frames.time[rows])) if rows.any() else 0.0
+    series: dict[str, list] = {}
+    step = None
+    for au in aus:
+        if au not in frames.aus:
+            continue
+        col = frames.aus.index(au)
+        values = frames.intensity[:, col]
+        if not np.isfinite(values[valid]).any():
+            values = frames.presence[:, col]
+        got = regular_series(frames.time, values.astype(float), end, "max", valid)
+        series[f"AU{au:02d}"], step = got["values"], got["step"]
+    scale = "intensity 0-5" if frames.kind == "openface" else "score 0-1"
+    return {"face_id": int(face_id), "scale": scale, "step": step, "series": series}
 
 
 # ------------------------------------------------------------------------------------- running OpenFace itself

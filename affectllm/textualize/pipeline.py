@@ -44,8 +44,8 @@ SIDECAR_SUFFIXES: dict[str, tuple[str, ...]] = {
 MODALITY_NAMES: dict[str, str] = EXTRACTOR_ALIASES
 DEFAULT_MODALITIES = EXTRACTORS
 # Bump when the cached record layout or any extractor's output changes without a version bump.
-# 2: HNR from Praat's pitch analysis, F0 at a 20 ms hop.
-CACHE_FORMAT = 2
+# 2: HNR from Praat's pitch analysis, F0 at a 20 ms hop. 3: Clip.signals (the contours the cue timeline draws).
+CACHE_FORMAT = 3
 
 
 @dataclass
@@ -451,6 +451,7 @@ def _run_audio(x: _Extraction) -> None:
         asr_model=x.asr_model,
         sex=x.sex,
         transcript_text=x.clip.transcript if x.has_transcript else None,
+        signals=x.clip.signals,
     )
     if x.has_transcript:
         # A provided transcript is authoritative; ASR still served the speaking-rate and pause cues.
@@ -482,7 +483,7 @@ def _face_applies(x: _Extraction) -> bool:
 def _run_face(x: _Extraction) -> None:
     from affectllm.textualize import get_textualizer
 
-    x.clip.cues.extend(get_textualizer("face")(x.au_csv, **x.face_options))
+    x.clip.cues.extend(get_textualizer("face")(x.au_csv, signals=x.clip.signals, **x.face_options))
 
 
 def _scene_applies(x: _Extraction) -> bool:

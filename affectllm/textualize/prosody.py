@@ -65,6 +65,10 @@ MIN_VOICED_FRAMES = round(MIN_VOICED_S / PITCH_STEP_S)
 MIN_UNITS_FOR_SPEAKER_BASELINE = 3
 DEFAULT_WINDOW_S = 8.0
 SILENT_PEAK_DBFS = -50.0
+# Contours kept for the cue timeline (Clip.signals): a 50 ms grid shows every rise and fall a reader can see
+# on a plot, and the point cap keeps a long clip's record small.
+SIGNAL_STEP_S = 0.05
+MAX_SIGNAL_POINTS = 400
 
 # Smallest SD used for a speaker baseline, per feature: with 3-4 utterances the sample SD can be tiny and a
 # negligible difference would read as "+5 SD".
@@ -102,6 +106,7 @@ class UnitFeatures:
     rate_source: str | None = None
     n_words: int | None = None
     pauses: list[float] = field(default_factory=list)
+    pause_spans: list[tuple[float, float]] = field(default_factory=list)  # (start, end) of each pause
     pause_share: float | None = None
     pause_source: str | None = None
 
@@ -382,20 +387,22 @@ def _sounding_extent(tracks: _Tracks, start: float, end: float) -> tuple[float, 
     return float(t[0]) - FRAME_S, float(t[-1]) + FRAME_S
 
 
-def _energy_pauses(tracks: _Tracks, start: float, end: float) -> list[float]:
-    """Silent runs >= MIN_PAUSE_S strictly inside the sounding part of [start, end]."""
+def _energy_pauses(tracks: _Tracks, start: float, end: float) -> list[tuple[float, float]]:
+    """(duration, start time) of the silent runs >= MIN_PAUSE_S strictly inside the sounding part of
+    [start, end]."""
     extent = _sounding_extent(tracks, start, end)
     if extent is None:
         return []
     sel = (tracks.int_t >= extent[0]) & (tracks.int_t <= extent[1])
+    times = tracks.int_t[sel]
     silent = tracks.int_db[sel] <= tracks.silence_db
     pauses, run = [], 0
-    for s in silent:
+    for i, s in enumerate(silent):
         if s:
             run += 1
         else:
             if run * FRAME_S >= MIN_PAUSE_S:
-                pauses.append(round(run * FRAME_S, 2))
+                pauses.append((round(run * FRAME_S, 2), float(times[i - run])))
             run = 0
     return pauses
 
@@ -492,8 +499,9 @@ def _measure_unit(
         u.n_words = len(words)
         u.words_per_s = len(words) / span if span >= 0.3 else None
         u.rate_source = SRC_ASR
-        gaps = [b.start - a.end for a, b in itertools.pairwise(words)]
-        u.pauses = [round(g, 2) for g in gaps if g >= MIN_PAUSE_S]
+        gaps = [(b.start - a.end, a.end) for a, b in itertools.pairwise(words)]
+        u.pauses = [round(g, 2) for g, _ in gaps if g >= MIN_PAUSE_S]
+        u.pause_spans = [(round(t, 3), round(t + g, 3)) for g, t in gaps if g >= MIN_PAUSE_S]
         u.pause_share = sum(u.pauses) / span if span > 0 else None
         u.pause_source = SRC_ASR
     else:
@@ -506,7 +514,9 @@ def _measure_unit(
             elif span >= 0.3:
                 u.syllables_per_s = _syllable_nuclei(tracks, extent[0], extent[1]) / span
                 u.rate_source = SRC_PRAAT
-            u.pauses = _energy_pauses(tracks, start, end)
+            found = _energy_pauses(tracks, start, end)
+            u.pauses = [d for d, _ in found]
+            u.pause_spans = [(round(t, 3), round(t + d, 3)) for d, t in found]
             u.pause_share = sum(u.pauses) / span if span > 0 else None
             u.pause_source = SRC_PRAAT
     return u
@@ -539,8 +549,12 @@ def measure_prosody(
     transcript_text: str | None = None,
     window_s: float = DEFAULT_WINDOW_S,
     use_opensmile: bool = True,
+    signals: dict[str, Any] | None = None,
 ) -> list[UnitFeatures]:
-    """Raw per-utterance (or per-window) measurements; :func:`extract_prosody` turns them into cues."""
+    """Raw per-utterance (or per-window) measurements; :func:`extract_prosody` turns them into cues.
+
+    ``signals``, when given, receives the contours the measurements came from (see :func:`contour_signals`).
+    """
     if audio.duration < 0.1 or audio.peak_dbfs() < SILENT_PEAK_DBFS:
         return []
     voice = normalize_sex(sex)
@@ -559,7 +573,53 @@ def measure_prosody(
     text_words = (
         len(transcript_text.split()) if transcript_text and not segments and len(spans) == 1 else None
     )
-    return [_measure_unit(tracks, a, b, w, text_words) for a, b, w in spans if b - a > 0.05]
+    units = [_measure_unit(tracks, a, b, w, text_words) for a, b, w in spans if b - a > 0.05]
+    if signals is not None:
+        signals.update(contour_signals(tracks, units, audio.duration))
+    return units
+
+
+def regular_series(
+    t: np.ndarray, values: np.ndarray, end: float, reduce: str = "mean", keep: np.ndarray | None = None
+) -> dict[str, Any]:
+    """``values`` at times ``t`` on a regular grid from 0 to ``end`` (``{"step", "values"}``, value i at
+    ``(i + 0.5) * step``), reduced per bin by ``"mean"``, ``"median"`` or ``"max"``; a bin with no kept frame
+    is ``None``. The step is SIGNAL_STEP_S, coarser for long clips so at most MAX_SIGNAL_POINTS remain."""
+    step = max(SIGNAL_STEP_S, end / MAX_SIGNAL_POINTS) if end > 0 else SIGNAL_STEP_S
+    n = max(1, math.ceil(end / step))
+    ok = np.isfinite(values) if keep is None else keep & np.isfinite(values)
+    bins = np.minimum((t[ok] / step).astype(int), n - 1)
+    kept = values[ok]
+    fn = {"mean": np.mean, "median": np.median, "max": np.max}[reduce]
+    out: list[float | None] = [None] * n
+    for b in np.unique(bins[bins >= 0]):
+        out[int(b)] = round(float(fn(kept[bins == b])), 3)
+    return {"step": round(step, 4), "values": out}
+
+
+def contour_signals(tracks: _Tracks, units: list[UnitFeatures], duration: float) -> dict[str, Any]:
+    """The clip's pitch contour (Hz, voiced frames only), loudness contour (eGeMAPS sone, or Praat intensity in
+    dB in fast mode) and pause spans, small enough to keep with the cues (``Clip.signals``)."""
+    voiced = tracks.pitch_hz > 0
+    out: dict[str, Any] = {
+        "pitch": {
+            "unit": "Hz",
+            "source": SRC_PRAAT,
+            **regular_series(tracks.pitch_t, tracks.pitch_hz, duration, "median", voiced),
+        }
+    }
+    if tracks.loudness is not None and tracks.loudness_t is not None:
+        loud = regular_series(tracks.loudness_t, np.asarray(tracks.loudness, float), duration)
+        out["loudness"] = {"unit": "sone", "source": SRC_OPENSMILE, **loud}
+    else:
+        # The same sounding-frame intensity the fast mode's loudness cue averages.
+        sounding = tracks.int_db > tracks.silence_db
+        loud = regular_series(tracks.int_t, tracks.int_db, duration, "mean", sounding)
+        out["loudness"] = {"unit": "dB", "source": SRC_PRAAT, **loud}
+    out["pauses"] = [
+        {"start": a, "end": b, "source": u.pause_source} for u in units for a, b in u.pause_spans
+    ]
+    return out
 
 
 # ------------------------------------------------------------------------------------------- cues
@@ -594,18 +654,21 @@ def extract_prosody(
     baseline: SpeakerBaseline | None = None,
     window_s: float = DEFAULT_WINDOW_S,
     use_opensmile: bool = True,
+    signals: dict[str, Any] | None = None,
 ) -> list[Cue]:
     """Acoustic cues for each utterance (ASR segment) or window. See the module docstring for baselines.
 
     Silent or unvoiced audio yields one explicit ``speech activity: no speech detected`` cue, never an error.
     ``baseline`` (e.g. ``SpeakerBaseline.from_units(...)`` over the speaker's other clips) overrides both the
-    in-clip baseline and the population norms.
+    in-clip baseline and the population norms. ``signals``, when given, receives the contours
+    (:func:`contour_signals`) and, under ``"bands"``, each unit's band edges (:func:`band_edges`).
     """
-    units = measure_prosody(audio, transcript, sex, transcript_text, window_s, use_opensmile)
+    units = measure_prosody(audio, transcript, sex, transcript_text, window_s, use_opensmile, signals)
     if not units or all(u.voiced_fraction == 0 and u.f0_mean_hz is None for u in units):
         return [no_speech_cue(audio)]
     voice = normalize_sex(sex)
     cues: list[Cue] = []
+    bands: list[dict[str, Any]] = []
     for i, unit in enumerate(units):
         if baseline is not None:
             base = baseline
@@ -614,7 +677,46 @@ def extract_prosody(
         else:
             base = None
         cues.extend(_unit_cues(unit, base, voice))
+        for name, present in (("pitch", unit.f0_mean_hz), ("loudness", unit.loudness)):
+            edges = None if present is None else band_edges(name, base, voice)
+            if edges is not None:
+                bands.append({"feature": name, "start": unit.start, "end": unit.end, **edges})
+    if signals is not None:
+        signals["bands"] = bands
     return cues
+
+
+def band_edges(name: str, base: SpeakerBaseline | None, voice: str) -> dict[str, Any] | None:
+    """The values (Hz for pitch) at the band cut points :func:`_banded` applies to feature ``name``, and what
+    they are relative to: ``{"edges": [v(-2 SD), v(-1 SD), v(+1 SD), v(+2 SD)], "labels", "reference"}``, or
+    None where the cue has no band. The cue timeline shades them behind the contour."""
+    cuts = load_norms()["bands"]["cuts"]
+    mean = sd = None
+    if base is not None and name in base.stats:
+        mean, raw_sd = base.stats[name]
+        floor = MIN_SD[name] * abs(mean) if name == "loudness" else MIN_SD[name]
+        sd, reference = max(raw_sd, floor, 1e-9), f"{base.label} baseline"
+    elif base is None or name in load_norms()["features"]:
+        spec = load_norms()["features"].get(name)
+        norm = None if spec is None else spec.get(voice) or spec.get("any") or spec.get("unknown")
+        if norm is None:
+            return None
+        if name == "pitch":
+            sd = norm.get("sd_semitones") or 12.0 * math.log2(1.0 + norm["sd"] / norm["mean"])
+            mean = hz_to_st(norm["mean"])
+        else:
+            mean, sd = norm["mean"], norm["sd"]
+        reference = norm["label"]
+    if mean is None or sd is None:
+        return None
+    values = [mean + cut * sd for cut in cuts]
+    if name == "pitch":  # baselines and norms are on the semitone scale; the contour is in Hz
+        values = [100.0 * 2.0 ** (v / 12.0) for v in values]
+    return {
+        "edges": [round(v, 3) for v in values],
+        "labels": list(load_norms()["bands"]["labels"]),
+        "reference": reference,
+    }
 
 
 def no_speech_cue(audio: AudioData) -> Cue:
