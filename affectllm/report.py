@@ -1,6 +1,7 @@
 """Human-readable output of a benchmark run: ``report.md`` plus PNG plots (confusion matrix, per-wheel F bars,
-modality-ablation deltas). matplotlib is optional (``affectllm[plots]``) and imported lazily with the Agg
-backend, so reports are written on headless machines; without it the report says the plots were skipped.
+modality-ablation deltas) and, for the few samples it shows, each one's cue timeline (``affectllm.timeline``).
+matplotlib is optional (``affectllm[plots]``) and imported lazily with the Agg backend, so reports are written
+on headless machines; without it the report says the plots were skipped.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 WHEEL_VARIANTS = ("W1", "W2", "W3", "W4", "W5")
+# How many answered samples report.md shows in full (answer, rationale, cue timeline): enough to see what the
+# model does with the evidence, few enough that a large run's report stays readable.
+SAMPLES_SHOWN = 3
 
 
 def _pyplot() -> Any:
@@ -202,6 +206,69 @@ def _summary_lines(summary: dict[str, Any]) -> list[str]:
     ]
 
 
+def shown_samples(out: Path, n: int = SAMPLES_SHOWN) -> list[dict[str, Any]]:
+    """The records report.md shows: the first ``n`` answered samples of ``predictions.jsonl`` (dataset order)
+    that carry their clip, so the timeline draws the evidence the model saw."""
+    from affectllm.batch import iter_jsonl_objects
+
+    path = out / "predictions.jsonl"
+    if not path.is_file():
+        return []
+    shown = []
+    for _, record in iter_jsonl_objects(path):
+        if "error" not in record and isinstance(record.get("clip"), dict):
+            shown.append(record)
+            if len(shown) == n:
+                break
+    return shown
+
+
+def _sample_lines(out: Path, records: list[dict[str, Any]], plots: bool) -> list[str]:
+    """One section per shown sample: gold, answer, cited evidence and (with plots) its cue timeline."""
+    import re
+
+    from affectllm.records import prediction_from_record
+    from affectllm.schema import Clip
+    from affectllm.timeline import render_timeline, ungrounded_ids
+
+    if not records:
+        return []
+    lines = [
+        "",
+        "## Samples",
+        "",
+        f"The first {len(records)} answered samples; highlighted on each timeline are the cues the answer cites.",
+    ]
+    for number, record in enumerate(records, 1):
+        clip = Clip.from_dict(record["clip"])
+        prediction = prediction_from_record(record)
+        prediction.errors = list(record.get("parse_errors") or [])
+        gold = record.get("gold") or {}
+        gold_text = ", ".join(gold.get("labels") or []) or gold.get("label") or "—"
+        lines += [
+            "",
+            f"### `{record['id']}`",
+            "",
+            f"- gold: {gold_text}",
+            f"- answer: {', '.join(prediction.emotions) or '(none)'}",
+        ]
+        for item in prediction.rationale:
+            lines.append(f"  - {'[' + item.cue_id + '] ' if item.cue_id else ''}{item.cue}")
+        missing = ungrounded_ids(clip, prediction)
+        if missing:
+            lines.append(f"- cited but not in the evidence (ungrounded): {', '.join(missing)}")
+        if plots:
+            safe_id = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(record["id"]))[:80]
+            name = f"timeline_{number}_{safe_id}.png"
+            try:
+                render_timeline(clip, prediction, path=out / name)
+            except Exception as exc:  # a report after a long run must be written even if one drawing fails
+                lines.append(f"- timeline not drawn: {type(exc).__name__}: {exc}")
+            else:
+                lines += ["", f"![timeline of {record['id']}]({name})"]
+    return lines
+
+
 def write_report(out: str | Path, metrics: dict[str, Any] | None = None, plots: bool = True) -> Path:
     """Write ``report.md`` (and the plots) for the run in ``out`` from its ``metrics.json``."""
     out = Path(out)
@@ -291,6 +358,8 @@ def write_report(out: str | Path, metrics: dict[str, Any] | None = None, plots: 
                     f"| {modality} | {_fmt(v.get('full'))} | {_fmt(v.get('without'))} | "
                     f"{_fmt(v.get('delta'))} | {v.get('n')} |"
                 )
+    can_plot = plots and skipped is None
+    lines += _sample_lines(out, shown_samples(out), can_plot)
     if metrics.get("failed_ids"):
         shown = ", ".join(metrics["failed_ids"][:20]) + (" ..." if len(metrics["failed_ids"]) > 20 else "")
         lines += ["", "## Failed samples", "", f"See the `error` records in predictions.jsonl: {shown}"]
@@ -314,6 +383,7 @@ __all__ = [
     "plot_ablation",
     "plot_confusion",
     "plot_wheel_bars",
+    "shown_samples",
     "wheel_bars_figure",
     "write_report",
 ]

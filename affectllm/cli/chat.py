@@ -25,6 +25,7 @@ REPL_HELP = """\
 Ask anything about the clip; the model sees the evidence and the conversation so far.
   /cues           show the evidence extracted from the clip (ids the model cites)
   /save [FILE]    write the conversation (.md for Markdown, anything else JSON)
+  /plot [FILE]    draw the cue timeline as a PNG, with the last answer's cited cues highlighted
   /help           this help
   exit, quit      leave (Ctrl-D works too; Ctrl-C stops a reply)"""
 
@@ -323,6 +324,18 @@ def _command(session, text: str, out) -> None:
             out.write(f"could not save to {target}: {exc}\n")
             return
         out.write(f"saved {len(session.turns)} turns to {written}\n")
+    elif name == "/plot":
+        from affectllm.timeline import render_timeline, ungrounded_ids
+
+        target = Path(arg) if arg else Path(f"{session.clip.clip_id}.timeline.png")
+        try:
+            render_timeline(session.clip, session.last_prediction, path=target)
+        except (ImportError, OSError) as exc:  # a missing extra or an unwritable path; the session goes on
+            out.write(f"could not plot to {target}: {exc}\n")
+            return
+        missing = ungrounded_ids(session.clip, session.last_prediction)
+        note = f" (cited but not in the evidence: {', '.join(missing)})" if missing else ""
+        out.write(f"wrote the cue timeline to {target}{note}\n")
     elif name in ("/help", "/?"):
         out.write(REPL_HELP + "\n")
     else:

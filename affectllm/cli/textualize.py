@@ -82,6 +82,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-tokens", type=int, metavar="N", help="token budget for the rendered text block")
     p.add_argument("--json", metavar="OUT.json", help="write the clip's cues as JSON (single clip)")
+    p.add_argument(
+        "--plot",
+        metavar="OUT.png",
+        help="draw the clip's cue timeline (words, contours, AUs, captions on one time axis) as a PNG "
+        "(single clip; needs affectllm[plots])",
+    )
     p.add_argument("--out", metavar="OUT.jsonl", help="batch output, resumable (folder or manifest input)")
     p.add_argument(
         "--overwrite",
@@ -138,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
     if is_batch:
         if args.json:
             raise InputError(args.json, "--json is for a single clip; use --out OUT.jsonl for a batch")
+        if args.plot:
+            raise InputError(args.plot, "--plot is for a single clip")
         if not args.out:
             raise InputError(source, "a batch needs --out OUT.jsonl (the resumable results file)")
         if args.au_csv or args.captions or args.transcript:
@@ -169,11 +177,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out:
         raise InputError(args.out, "--out is for batches (a folder or a manifest); use --json for one clip")
-    if args.json:
-        from affectllm.outputs import check_output
+    sidecars = (args.au_csv, args.captions, args.transcript)
+    for option, target in (("--json", args.json), ("--plot", args.plot)):
+        if target:
+            from affectllm.outputs import check_output
 
-        sidecars = (args.au_csv, args.captions, args.transcript)
-        check_output(args.json, inputs=[source, *sidecars], option="--json")
+            check_output(target, inputs=[source, *sidecars], option=option)
+    if args.plot:
+        from affectllm.errors import require
+
+        require("matplotlib", "plots", "--plot")  # before the extraction, not after it
     clip = textualize_clip(
         source, au_csv=args.au_csv, captions=args.captions, transcript=args.transcript, **options
     )
@@ -186,6 +199,11 @@ def run(args: argparse.Namespace) -> int:
         from affectllm.outputs import atomic_write_text
 
         atomic_write_text(args.json, json.dumps(record, ensure_ascii=False, indent=2) + "\n")
+    if args.plot:
+        from affectllm.timeline import render_timeline
+
+        render_timeline(clip, path=args.plot)
+        log.info("wrote the cue timeline to %s", args.plot)
     return 0
 
 
