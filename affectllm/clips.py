@@ -166,7 +166,7 @@ def clip_from_row(
         asr_model=settings.asr_model,
         use_cache=settings.use_cache,
         sex=row.get("sex") or None,
-        **settings.textualize_options(),
+        **dict(settings.options),
     )
     if not clip.cues and not clip.transcript:
         reasons = "; ".join(clip.warnings) or "no cues and no transcript"

@@ -87,7 +87,6 @@ class PromptTemplate:
     description: str = ""
     few_shot_examples: int = 3
     path: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def id(self) -> str:
@@ -108,7 +107,8 @@ class FewShotExample:
     think: str | None = None
 
 
-def _jinja_env():
+@functools.lru_cache(maxsize=1)
+def _env():
     import jinja2
 
     # StrictUndefined: a typo in a template variable is an error, not a silently empty prompt.
@@ -119,11 +119,6 @@ def _jinja_env():
         keep_trailing_newline=False,
         autoescape=False,
     )
-
-
-@functools.lru_cache(maxsize=1)
-def _env():
-    return _jinja_env()
 
 
 @functools.lru_cache(maxsize=128)
@@ -176,11 +171,9 @@ def _load_template_cached(path: str, mtime: float) -> PromptTemplate:
     task = TASK_ALIASES.get(str(data["task"]).lower())
     if task is None:
         raise InputError(path, f"unknown task {data['task']!r}; expected one of {sorted(DEFAULT_TEMPLATES)}")
-    known = {"name", "version", "task", "system", "user", "description", "few_shot_examples"}
-    env = _env()
     for key in ("system", "user"):
         try:
-            env.parse(str(data[key]))
+            _env().parse(str(data[key]))
         except Exception as exc:  # jinja2.TemplateSyntaxError
             raise InputError(path, f"{key}: invalid Jinja2: {exc}", getattr(exc, "lineno", None)) from exc
     return PromptTemplate(
@@ -192,7 +185,6 @@ def _load_template_cached(path: str, mtime: float) -> PromptTemplate:
         description=str(data.get("description", "")),
         few_shot_examples=int(data.get("few_shot_examples", 3)),
         path=Path(path),
-        extra={k: v for k, v in data.items() if k not in known},
     )
 
 
@@ -551,13 +543,6 @@ def shown_evidence(clip: Clip, settings: PromptSettings) -> list[Evidence]:
     return [e for e in clip.evidence() if e.text in shown]
 
 
-def resolve_settings(settings: PromptSettings | None = None, **options: Any) -> PromptSettings:
-    """``settings`` with ``options`` applied (keyword names of :class:`PromptSettings`; unknown names refused)."""
-    if settings is None:
-        return PromptSettings.from_options(**options)
-    return settings.replace(**options) if options else settings
-
-
 def build_messages(
     clip: Clip,
     settings: PromptSettings | None = None,
@@ -579,9 +564,9 @@ def build_messages(
       ``history`` holds the chat so far (``[{"role", "content"}]`` without the evidence), whose first user turn
       carries the evidence.
     """
-    settings = resolve_settings(settings, **options)
+    settings = (settings or PromptSettings()).replace(**options)
     tpl = load_template(settings.template, settings.task)
-    if tpl.task == "closed" and not settings.labels:
+    if tpl.task == "closed" and not settings.labels:  # a closed-set template named under another task
         raise ValueError("task 'closed' needs the label set (labels=[...])")
     contract = CLOSED_CONTRACT_TEXT if tpl.task == "closed" else CONTRACT_TEXT
     system = _compiled(tpl.system).render(labels=list(settings.labels), contract=contract, task=tpl.task)
@@ -650,9 +635,6 @@ def build_prompt_text(
     return "\n\n".join(blocks)
 
 
-# The stop string that ends an assistant turn in ``build_prompt_text``'s fallback format.
-FALLBACK_TURN_STOP = "\n### User"
-
 __all__ = [
     "ANSWER_CLOSE",
     "ANSWER_OPEN",
@@ -671,7 +653,6 @@ __all__ = [
     "load_template",
     "message_text",
     "normalize_task",
-    "resolve_settings",
     "select_examples",
     "shown_evidence",
 ]

@@ -428,11 +428,10 @@ def load_reasoner(
     from affectllm.backends import get_backend
 
     if task is not None:
-        from affectllm.settings import settings_from_task
         from affectllm.tasks import generation_config, load_task
 
         task = load_task(task) if isinstance(task, (str, Path)) else task
-        settings = settings or settings_from_task(task)[1]
+        settings = settings or task.prompt
         generation = generation or generation_config(task)
         snap_labels = task.parser_labels
     settings = settings or PromptSettings()

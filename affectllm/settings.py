@@ -4,7 +4,8 @@
 input to read, which extractors run on media, whether the dialogue context comes along); ``PromptSettings``
 says how a clip becomes chat messages (template, task, label set, few-shot examples, the evidence shown).
 
-Both are frozen and built whole from a task YAML (``from_task``), a recipe data source or CLI flags, then
+Both are frozen and built whole from a task YAML (``Task.clip`` / ``Task.prompt``), a recipe data source or CLI
+flags, then
 passed along as one object: a training row and an evaluation row built from the same settings give identical
 messages, which is what ``tests/test_prompt_parity.py`` holds.
 """
@@ -58,18 +59,13 @@ def parse_modalities(value: str | Iterable[str] | None, where: str = "modalities
     """Cue modalities from a list or one comma-separated string; ``None`` means all."""
     if value is None:
         return None
+    if not isinstance(value, (str, list, tuple)):
+        raise InputError(None, f"{where}: a list of modality names, not {type(value).__name__}")
     items = value.split(",") if isinstance(value, str) else [str(v) for v in value]
     try:
         return tuple(dict.fromkeys(normalize_modality(i) for i in items if i.strip()))
     except ValueError as exc:
         raise InputError(None, f"{where}: {exc}") from None
-
-
-def check_asr_engine(name: str) -> str:
-    """The registry name of an ASR engine; an unknown name is an error up front, not a per-clip warning."""
-    from affectllm.textualize.asr import asr_engine_name
-
-    return asr_engine_name(name)
 
 
 @dataclass(frozen=True)
@@ -99,12 +95,12 @@ class ClipSettings:
             raise InputError(None, f"input source {self.source!r}: expected one of {', '.join(CLIP_SOURCES)}")
         object.__setattr__(self, "extractors", parse_extractors(self.extractors))
         if self.asr is not None:
-            object.__setattr__(self, "asr", check_asr_engine(self.asr))
+            from affectllm.textualize.asr import asr_engine_name
+
+            # An unknown engine is an error up front, not a per-clip warning.
+            object.__setattr__(self, "asr", asr_engine_name(self.asr))
         if isinstance(self.options, Mapping):
             object.__setattr__(self, "options", tuple(sorted(dict(self.options).items())))
-
-    def textualize_options(self) -> dict[str, Any]:
-        return dict(self.options)
 
     def replace(self, **changes: Any) -> ClipSettings:
         return replace(self, **changes)
@@ -145,8 +141,10 @@ class PromptSettings:
         object.__setattr__(self, "few_shot", int(self.few_shot or 0))
         object.__setattr__(self, "modalities", parse_modalities(self.modalities))
         if self.task == "closed" and not self.labels:
-            raise InputError(None, "task 'closed' needs the label set (labels=[...])")
-        if self.max_cue_tokens is not None and self.max_cue_tokens < 1:
+            raise InputError(None, "task 'closed' needs its label set (labels=[...])")
+        if self.max_cue_tokens is not None and (
+            not isinstance(self.max_cue_tokens, int) or self.max_cue_tokens < 1
+        ):
             raise InputError(None, f"max_cue_tokens must be at least 1, not {self.max_cue_tokens}")
         if self.closed_decoding not in CLOSED_DECODING:
             raise InputError(
@@ -156,45 +154,10 @@ class PromptSettings:
 
     def replace(self, **changes: Any) -> PromptSettings:
         """These settings with ``changes`` applied; unknown names are refused (a typo must not pass silently)."""
-        self._check_names(changes)
+        known = {f.name for f in fields(self)}
+        if set(changes) - known:
+            raise TypeError(f"unknown prompt settings {sorted(set(changes) - known)}; known: {sorted(known)}")
         return replace(self, **changes)
-
-    @classmethod
-    def from_options(cls, **options: Any) -> PromptSettings:
-        """Settings from keyword options, refusing unknown names."""
-        cls._check_names(options)
-        return cls(**options)
-
-    @classmethod
-    def _check_names(cls, options: Mapping[str, Any]) -> None:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise TypeError(f"unknown prompt settings {unknown}; known: {sorted(known)}")
-
-
-def settings_from_task(task: Any) -> tuple[ClipSettings, PromptSettings]:
-    """The clip and prompt settings of an evaluation task (``affectllm.tasks.Task``)."""
-    clip = ClipSettings(
-        source=task.source,
-        extractors=task.extractors,
-        context=bool(task.context),
-        asr=task.textualize.get("asr", "faster-whisper"),
-        asr_model=task.textualize.get("asr_model"),
-        options={k: v for k, v in task.textualize.items() if k not in ("asr", "asr_model")},
-    )
-    few_shot = task.few_shot if task.few_shot is not None else 0
-    prompt = PromptSettings(
-        task=task.prompt_task,
-        template=task.template,
-        labels=tuple(task.labels or ()) if task.prompt_task == "closed" else (),
-        few_shot=few_shot,
-        modalities=task.modalities,
-        max_cue_tokens=task.max_cue_tokens,
-        question=task.question,
-        closed_decoding=task.closed_decoding,
-    )
-    return clip, prompt
 
 
 __all__ = [
@@ -204,5 +167,4 @@ __all__ = [
     "PromptSettings",
     "parse_extractors",
     "parse_modalities",
-    "settings_from_task",
 ]

@@ -25,8 +25,8 @@ from affectllm.clips import load_clips_jsonl
 from affectllm.errors import InputError
 from affectllm.prompting import shown_evidence
 from affectllm.records import prediction_record
-from affectllm.schema import LINGUISTIC, MODALITIES, Clip, normalize_modality
-from affectllm.settings import CLOSED_DECODING, parse_extractors
+from affectllm.schema import LINGUISTIC, MODALITIES, Clip
+from affectllm.settings import ClipSettings, PromptSettings, parse_modalities
 
 TASKS_PATH_ENV = "AFFECTLLM_TASKS_PATH"
 
@@ -59,7 +59,6 @@ _PROMPT_KEYS = {"task", "template", "few_shot", "labels", "question", "closed_de
 _PARSER_KEYS = {"labels"}
 _GENERATION_KEYS = {"max_new_tokens", "temperature", "top_p", "top_k", "seed", "stop"}
 _METRIC_KEYS = {"name", "options"}
-_SOURCES = ("transcript", "media", "auto")
 
 
 @dataclass
@@ -70,7 +69,8 @@ class MetricEntry:
 
 @dataclass
 class Task:
-    """A validated task definition."""
+    """A validated task definition; ``clip`` and ``prompt`` are the settings every prompt of the task is built
+    with (the same objects a training source that names the task uses)."""
 
     name: str
     version: int
@@ -80,24 +80,14 @@ class Task:
     description: str = ""
     tags: list[str] = field(default_factory=list)
     dataset_options: dict[str, Any] = field(default_factory=dict)
-    source: str = "transcript"
-    extractors: tuple[str, ...] = ("audio", "face", "scene")
-    modalities: list[str] | None = None
-    context: bool = False
+    clip: ClipSettings = field(default_factory=lambda: ClipSettings(source="transcript", context=False))
+    prompt: PromptSettings = field(default_factory=PromptSettings)
     context_turns: int | None = None
-    max_cue_tokens: int | None = None
-    textualize: dict[str, Any] = field(default_factory=dict)
-    prompt_task: str = "ov"
-    template: str | None = None
-    few_shot: bool | int | None = None
-    labels: list[str] | None = None
-    question: str | None = None
-    closed_decoding: str = "generate"
     parser_labels: bool = True
     generation: dict[str, Any] = field(default_factory=dict)
     metrics: list[MetricEntry] = field(default_factory=list)
     primary: str | None = None
-    ablation: list[str] = field(default_factory=lambda: list(MODALITIES))
+    ablation: tuple[str, ...] = MODALITIES
     raw: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -196,24 +186,6 @@ def _section(data: dict[str, Any], key: str, allowed: set[str], path: Path | Non
     return value
 
 
-def _modalities(value: Any, path: Path | None, where: str) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list):
-        raise InputError(path, f"{where}: must be a list of modality names")
-    out = []
-    for item in value:
-        try:
-            modality = normalize_modality(str(item))
-        except ValueError as exc:
-            raise InputError(path, f"{where}: {exc}") from None
-        if modality not in out:
-            out.append(modality)
-    return out
-
-
 def parse_task(data: dict[str, Any], path: Path | None = None) -> Task:
     """Validate a task mapping; every problem is an InputError naming the file and the offending key."""
     from affectllm.datasets import get_dataset
@@ -251,9 +223,6 @@ def parse_task(data: dict[str, Any], path: Path | None = None) -> Task:
         raise InputError(path, "dataset.options: must be a mapping")
 
     inp = _section(data, "input", _INPUT_KEYS, path)
-    source = str(inp.get("source", "transcript"))
-    if source not in _SOURCES:
-        raise InputError(path, f"input.source: {source!r}; choose one of {', '.join(_SOURCES)}")
     textualize = inp.get("textualize") or {}
     if not isinstance(textualize, dict):
         raise InputError(path, "input.textualize: must be a mapping of textualize_clip options")
@@ -262,11 +231,6 @@ def parse_task(data: dict[str, Any], path: Path | None = None) -> Task:
             path,
             "input.textualize.modalities is now input.extractors (audio, face, scene); modalities names cues",
         )
-    try:
-        extractors = parse_extractors(inp.get("extractors"), "input.extractors")
-    except InputError as exc:
-        raise InputError(path, exc.problem) from None
-
     prompt = _section(data, "prompt", _PROMPT_KEYS, path)
     prompt_task = str(prompt.get("task", "ov"))
     if prompt_task not in ("ov", "closed"):
@@ -280,16 +244,33 @@ def parse_task(data: dict[str, Any], path: Path | None = None) -> Task:
         labels = list(spec.labels)
     elif labels is not None and (not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)):
         raise InputError(path, "prompt.labels: 'dataset' or a list of label strings")
-    if prompt_task == "closed" and not labels:
-        raise InputError(path, "prompt.labels: a closed-set task needs its label set ('dataset' or a list)")
     few_shot = prompt.get("few_shot")
     if few_shot is not None and not isinstance(few_shot, (bool, int)):
         raise InputError(path, "prompt.few_shot: true, false, null (model default) or a number of examples")
-    closed_decoding = str(prompt.get("closed_decoding", "generate"))
-    if closed_decoding not in CLOSED_DECODING:
-        raise InputError(
-            path, f"prompt.closed_decoding: {closed_decoding!r}; choose {' or '.join(CLOSED_DECODING)}"
+    # The settings objects check the rest (source, extractors, ASR engine, modalities, label set, decoding).
+    try:
+        extra = dict(textualize)
+        clip = ClipSettings(
+            source=str(inp.get("source", "transcript")),
+            extractors=inp.get("extractors"),
+            context=bool(inp.get("context", False)),
+            asr=extra.pop("asr", "faster-whisper"),
+            asr_model=extra.pop("asr_model", None),
+            options=extra,
         )
+        prompt_settings = PromptSettings(
+            task=prompt_task,
+            template=prompt.get("template"),
+            labels=tuple(labels or ()) if prompt_task == "closed" else (),
+            few_shot=few_shot,
+            modalities=inp.get("modalities"),
+            max_cue_tokens=inp.get("max_cue_tokens"),
+            question=prompt.get("question"),
+            closed_decoding=str(prompt.get("closed_decoding", "generate")),
+        )
+        ablation = parse_modalities(data.get("ablation"), "ablation")
+    except InputError as exc:
+        raise InputError(path, exc.problem) from None
 
     parser = _section(data, "parser", _PARSER_KEYS, path)
     gen = _section(data, "generation", _GENERATION_KEYS, path)
@@ -327,7 +308,6 @@ def parse_task(data: dict[str, Any], path: Path | None = None) -> Task:
         if primary_name not in {m.name for m in metrics}:
             raise InputError(path, f"primary: {primary!r} must name one of the task's metrics")
 
-    ablation = _modalities(data.get("ablation"), path, "ablation")
     return Task(
         name=name.strip(),
         version=version,
@@ -337,24 +317,14 @@ def parse_task(data: dict[str, Any], path: Path | None = None) -> Task:
         description=str(data.get("description") or "").strip(),
         tags=[str(t) for t in data.get("tags") or []],
         dataset_options=dict(options),
-        source=source,
-        extractors=extractors,
-        modalities=_modalities(inp.get("modalities"), path, "input.modalities"),
-        context=bool(inp.get("context", False)),
+        clip=clip,
+        prompt=prompt_settings,
         context_turns=inp.get("context_turns"),
-        max_cue_tokens=inp.get("max_cue_tokens"),
-        textualize=dict(textualize),
-        prompt_task=prompt_task,
-        template=prompt.get("template"),
-        few_shot=few_shot,
-        labels=list(labels) if labels else None,
-        question=prompt.get("question"),
-        closed_decoding=closed_decoding,
         parser_labels=bool(parser.get("labels", True)),
         generation=dict(gen),
         metrics=metrics,
         primary=None if primary is None else str(primary),
-        ablation=ablation if ablation is not None else list(MODALITIES),
+        ablation=MODALITIES if ablation is None else ablation,
         raw=data,
     )
 
@@ -371,7 +341,7 @@ def answer_summary(records: list[dict[str, Any]], task: Task, scores: dict[str, 
     n = len(records)
     if not n:
         return {"n": 0}
-    closed = task.prompt_task == "closed"
+    closed = task.prompt.task == "closed"
 
     def key(emotions: Sequence[str]) -> str:
         return ", ".join(sorted(str(e).lower() for e in emotions)) or "(none)"
@@ -400,15 +370,16 @@ def answer_summary(records: list[dict[str, Any]], task: Task, scores: dict[str, 
         "cited_share": cited / len(items) if items else None,
     }
     primary_name, primary_key, _ = task.primary_metric()
-    if closed and task.labels and primary_name == "closed_set":
+    labels = list(task.prompt.labels)
+    if closed and primary_name == "closed_set":
         from affectllm.metrics.closed import closed_set_scores
 
         refs = [r["gold"]["label"] for r in records]
         floors = {
             label: dig(
-                closed_set_scores(references=refs, predictions=[label] * n, labels=task.labels), primary_key
+                closed_set_scores(references=refs, predictions=[label] * n, labels=labels), primary_key
             )
-            for label in task.labels
+            for label in labels
         }
         best = max(floors, key=lambda label: floors[label] if floors[label] is not None else -1.0)
         out["floor"] = {"metric": f"{primary_name}:{primary_key}", "answer": best, "value": floors[best]}
@@ -458,9 +429,8 @@ def build_clip(row: dict[str, Any], task: Task, precomputed: dict[str, Clip] | N
     """The Clip a task shows the model for one row: :func:`affectllm.clips.clip_from_row` with the task's
     clip settings (the same call the training data builders make)."""
     from affectllm.clips import clip_from_row
-    from affectllm.settings import settings_from_task
 
-    return clip_from_row(row, settings_from_task(task)[0], precomputed)
+    return clip_from_row(row, task.clip, precomputed)
 
 
 # ------------------------------------------------------------------------------------------ running
@@ -579,15 +549,10 @@ def _check_output_dir(out: Path, identity: dict[str, Any], overwrite: bool) -> N
 
 
 def generation_config(task: Task, overrides: dict[str, Any] | None = None) -> Any:
-    from affectllm.backends.base import GenerationConfig
+    from affectllm.reasoner import default_generation
 
     settings = {**task.generation, **{k: v for k, v in (overrides or {}).items() if v is not None}}
-    try:
-        from affectllm.reasoner import default_generation
-
-        config = default_generation(task.prompt_task)
-    except ImportError:
-        config = GenerationConfig()
+    config = default_generation(task.prompt.task)
     for key, value in settings.items():
         setattr(config, key, list(value) if key == "stop" else value)
     return config
@@ -610,7 +575,7 @@ def task_rows(
     from affectllm.datasets import load_dataset_rows
 
     options = dict(task.dataset_options)
-    if task.context and task.context_turns is not None:
+    if task.clip.context and task.context_turns is not None:
         options.setdefault("context_turns", task.context_turns)
     return load_dataset_rows(task.dataset, data_dir, split or task.split, final=final, limit=limit, **options)
 
@@ -731,11 +696,11 @@ def run_task(
                 "affectllm": __version__,
                 "task_file": str(task.path) if task.path else None,
                 "task_fingerprint": task.fingerprint,
-                "prompt_task": task.prompt_task,
-                "template": task.template,
-                "source": task.source,
-                "modalities": task.modalities,
-                "context": task.context,
+                "prompt_task": task.prompt.task,
+                "template": task.prompt.template,
+                "source": task.clip.source,
+                "modalities": task.prompt.modalities,
+                "context": task.clip.context,
                 "seconds": round(elapsed, 2),
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             },
@@ -764,7 +729,7 @@ def run_ablation(
     much the primary metric drops: ``delta = full - without`` (positive = the modality helped)."""
     ok_rows = [r for r in rows if str(r["id"]) in writer.done]
     base_clips = {str(r["id"]): Clip.from_dict(writer.done[str(r["id"])]["clip"]) for r in ok_rows}
-    shown = set(task.modalities or MODALITIES)
+    shown = set(task.prompt.modalities or MODALITIES)
     present = {c.modality for clip in base_clips.values() for c in clip.cues}
     if any(clip.transcript for clip in base_clips.values()):
         present.add(LINGUISTIC)

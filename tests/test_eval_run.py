@@ -249,7 +249,7 @@ def test_every_shipped_task_runs_end_to_end(shared_data: Path, tiny_lm: Path, tm
         records = _lines(out / "predictions.jsonl")
         assert len(records) == min(2, len(records)) and records, name
         assert all("error" not in r for r in records), (name, [r.get("error") for r in records])
-        if task.source == "media":
+        if task.clip.source == "media":
             assert all(r["evidence"] for r in records), name  # the acoustic cues were shown
         metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
         assert metrics["split"] == "dev" and metrics["final"] is False, name

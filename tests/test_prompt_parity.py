@@ -43,27 +43,26 @@ ROW = {
 
 def _reasoner(task) -> EmotionReasoner:
     """The reasoner ``eval run`` builds for a task, on a scripted backend (no model needed)."""
-    from affectllm.settings import settings_from_task
     from affectllm.tasks import generation_config
 
     backend = MockBackend(replies=['<answer>{"emotions": ["anger"], "rationale": []}</answer>'])
-    return EmotionReasoner(backend, settings_from_task(task)[1], generation_config(task), task.parser_labels)
+    return EmotionReasoner(backend, task.prompt, generation_config(task), task.parser_labels)
 
 
 @pytest.mark.parametrize("name", sorted(list_tasks()))
 def test_prompt_parity_every_shipped_task(name: str) -> None:
     task = load_task(name)
     source = DataSource(task.dataset, split="train", eval_task=name)
-    labels = list(task.labels or ["anger", "joy", "neutral"])
+    labels = list(task.prompt.labels or ["anger", "joy", "neutral"])
     prompt_task, clip_settings, prompt_settings = source_settings(DataArgs(), source, labels)
     row = {**ROW, "label": labels[0]}
     # What the training builders do for this row ...
     train_messages = build_messages(clip_from_row(row, clip_settings), prompt_settings)
     # ... and what eval run asks for it.
     eval_messages = _reasoner(task).messages(build_clip(row, task))
-    assert prompt_task == task.prompt_task
+    assert prompt_task == task.prompt.task
     assert train_messages == eval_messages
-    if task.context and "linguistic" in (task.modalities or ["linguistic"]):
+    if task.clip.context and "linguistic" in (task.prompt.modalities or ["linguistic"]):
         assert "Chandler: So, about your car." in eval_messages[-1]["content"]
         assert "(speaker: Monica)" in eval_messages[-1]["content"]
 

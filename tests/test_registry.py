@@ -104,7 +104,7 @@ def test_every_shipped_task_and_recipe_passes_only_known_converter_options() -> 
     assert tasks
     for task in tasks:
         options = dict(task.dataset_options)
-        if task.context and task.context_turns is not None:
+        if task.clip.context and task.context_turns is not None:
             options["context_turns"] = task.context_turns
         check_converter_options(task.dataset, options)
 

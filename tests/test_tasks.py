@@ -42,12 +42,12 @@ def test_shipped_task_validates(name: str) -> None:
     assert task.name == name and task.version >= 1 and task.metrics
     metric, key, higher = task.primary_metric()
     assert metric in {m.name for m in task.metrics} and key and higher is True
-    if task.prompt_task == "closed":
-        assert task.labels
+    if task.prompt.task == "closed":
+        assert task.prompt.labels
     if task.name.endswith("-context"):
-        assert task.context
+        assert task.clip.context
     if task.name.endswith("-speech"):
-        assert task.modalities == ["acoustic"] and task.source == "media"
+        assert task.prompt.modalities == ("acoustic",) and task.clip.source == "media"
 
 
 BASE = {

@@ -26,7 +26,7 @@ def cited(record: dict[str, Any]) -> list[dict[str, Any]]:
 def closed_inputs(records: list[dict[str, Any]], task: Any) -> Inputs:
     refs = [r["gold"]["label"] for r in records]
     preds = [first_label(r["emotions"]) for r in records]
-    return preds, refs, {"labels": task.labels} if task.labels else {}
+    return preds, refs, {"labels": list(task.prompt.labels)} if task.prompt.labels else {}
 
 
 def ew_inputs(records: list[dict[str, Any]], task: Any) -> Inputs:

@@ -29,7 +29,7 @@ from affectllm.clips import clip_from_row, load_clips_jsonl
 from affectllm.errors import InputError
 from affectllm.prompting import build_messages, build_prompt_text, format_answer, shown_evidence
 from affectllm.schema import LINGUISTIC, Clip, Cue, RationaleItem
-from affectllm.settings import ClipSettings, PromptSettings, settings_from_task
+from affectllm.settings import ClipSettings, PromptSettings
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def load_source_rows(source: Any, root: Path, allow_eval_splits: bool = False) -
         task = load_task(source.eval_task)
         if task.dataset == source.dataset:
             options = {**task.dataset_options, **options}
-        if task.context and task.context_turns is not None:
+        if task.clip.context and task.context_turns is not None:
             options.setdefault("context_turns", task.context_turns)
     elif source.dataset in ("meld", "emorynlp") and source.context_turns is not None:
         options.setdefault("context_turns", source.context_turns)
@@ -166,8 +166,7 @@ def source_settings(
         # The task may read another dataset of the same kind (MER2023 train rows with the OV-MERD subtitle
         # task, whose clips are MER2023 samples): its prompt and input settings are what carries over.
         task = load_task(source.eval_task)
-        clip_settings, prompt_settings = settings_from_task(task)
-        return task.prompt_task, clip_settings.replace(asr=None), prompt_settings
+        return task.prompt.task, task.clip.replace(asr=None), task.prompt
     task_name = source.task or ("ov" if source.dataset in _OV_DATASETS else "closed")
     clip_settings = ClipSettings(
         source="media" if source.extractors else "transcript",
