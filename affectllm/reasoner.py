@@ -74,11 +74,13 @@ class EmotionReasoner:
         return list(self.settings.labels) or None
 
     # -- prompts ---------------------------------------------------------------------------------------
-    def messages(self, clip: Clip, question: str | None = None) -> list[Message]:
-        """The chat messages for one clip (the builder training data uses, with the same settings object)."""
+    def messages(self, clip: Clip, question: str | None = None, media: Media | None = None) -> list[Message]:
+        """The chat messages for one clip (the builder training data uses, with the same settings object);
+        ``media`` given (a chat session's, decoded once) is attached instead of decoding the clip again."""
         from affectllm.prompting import build_messages
 
-        media = self.media(clip) if self.send_media else None
+        if media is None and self.send_media:
+            media = self.media(clip)
         return build_messages(clip, self.settings, question=question, media=media)
 
     def media(self, clip: Clip) -> Media | None:
@@ -135,16 +137,14 @@ class EmotionReasoner:
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        n = len(clips)
-        questions = list(questions) if questions is not None else [None] * n
-        if len(questions) != n:
+        clips = list(clips)
+        questions = list(questions) if questions is not None else [None] * len(clips)
+        if len(questions) != len(clips):
             raise ValueError("questions must have one entry per clip")
         out: list[Prediction | Exception] = []
-        for start in range(0, n, batch_size):
-            idx = range(start, min(n, start + batch_size))
-            out.extend(
-                self._run_batch([clips[i] for i in idx], [questions[i] for i in idx], return_exceptions)
-            )
+        for start in range(0, len(clips), batch_size):
+            end = start + batch_size
+            out.extend(self._run_batch(clips[start:end], questions[start:end], return_exceptions))
         return out
 
     def _run_batch(
@@ -211,12 +211,6 @@ def follow_up_messages(
     return build_messages(clip, chat, history=exchanges, question=question, media=media)
 
 
-def parse_chat_reply(text: str, clip: Clip | None = None) -> Prediction:
-    from affectllm.parsing import parse_answer
-
-    return parse_answer(text, clip=clip, labels=None)
-
-
 @dataclass
 class Turn:
     role: str
@@ -250,6 +244,7 @@ class ChatSession:
     clip: Clip
     history: list[Message] = field(default_factory=list)
     turns: list[Turn] = field(default_factory=list)
+    _media: Media | None = field(default=None, init=False, repr=False)
 
     @property
     def last_prediction(self) -> Prediction | None:
@@ -258,9 +253,15 @@ class ChatSession:
                 return turn.prediction
         return None
 
-    def expects_structured_reply(self, user_text: str | None = None) -> bool:
+    def expects_structured_reply(self) -> bool:
         """Whether the next reply is the answer contract (the first turn of ov/closed) rather than prose."""
         return not self.turns and self.reasoner.settings.task != "chat"
+
+    def _clip_media(self) -> Media:
+        # Decoded once per conversation: every follow-up attaches the same frames and audio.
+        if self._media is None:
+            self._media = (self.reasoner.media(self.clip) if self.reasoner.send_media else None) or Media()
+        return self._media
 
     def _exchanges(self) -> list[Message]:
         """The conversation so far without the evidence: ``[user, assistant, ...]``."""
@@ -270,45 +271,40 @@ class ChatSession:
             out.append({"role": turn.role, "content": content})
         return out
 
-    def _next(self, user_text: str | None) -> tuple[list[Message], GenerationConfig, str | None]:
+    def _next(self, user_text: str | None) -> tuple[list[Message], GenerationConfig]:
         if not self.turns:
-            return self.reasoner.messages(self.clip, question=user_text), self.reasoner.generation, user_text
+            return self.reasoner.messages(self.clip, user_text, self._clip_media()), self.reasoner.generation
         if not user_text or not user_text.strip():
             raise ValueError("a follow-up needs a question")
         messages = follow_up_messages(
-            self.clip,
-            self.reasoner.settings,
-            self._exchanges(),
-            user_text,
-            self.reasoner.media(self.clip) if self.reasoner.send_media else None,
+            self.clip, self.reasoner.settings, self._exchanges(), user_text, self._clip_media()
         )
         first = self.reasoner.generation
-        generation = default_generation("chat", first.max_new_tokens, first.temperature)
-        return messages, generation, user_text
+        return messages, default_generation("chat", first.max_new_tokens, first.temperature)
 
     def stream_reply(self, user_text: str | None = None) -> Iterator[str]:
         """Yield the reply in pieces as the backend decodes it; the turn is recorded when the stream ends.
 
         ``user_text=None`` on the first turn asks the task's default question (the full analysis).
         """
-        messages, generation, asked = self._next(user_text)
+        messages, generation = self._next(user_text)
         started = time.perf_counter()
         pieces: list[str] = []
         for piece in self.reasoner.backend.stream(messages, generation):
             pieces.append(piece)
             yield piece
-        self._record(messages, asked, "".join(pieces), time.perf_counter() - started)
+        self._record(messages, user_text, "".join(pieces), time.perf_counter() - started)
 
     def ask(self, user_text: str | None = None) -> str:
         """The whole reply at once (one ``generate`` call)."""
-        messages, generation, asked = self._next(user_text)
+        messages, generation = self._next(user_text)
         started = time.perf_counter()
         if not self.turns:
             prediction = self.reasoner._answer([self.clip], [messages])[0]
-            self._record(messages, asked, prediction.raw, time.perf_counter() - started, prediction)
+            self._record(messages, user_text, prediction.raw, time.perf_counter() - started, prediction)
             return prediction.raw
         text = self.reasoner.backend.generate([messages], generation)[0]
-        self._record(messages, asked, text, time.perf_counter() - started)
+        self._record(messages, user_text, text, time.perf_counter() - started)
         return text
 
     def _record(
@@ -319,14 +315,17 @@ class ChatSession:
         seconds: float,
         prediction: Prediction | None = None,
     ) -> None:
-        structured = not self.turns and self.reasoner.settings.task != "chat"
+        structured = self.expects_structured_reply()
         if structured and ANSWER_OPEN in reply and ANSWER_CLOSE not in reply:
             # Engines drop the stop string; the conversation keeps the answer whole, as the model wrote it.
             reply = reply.rstrip() + ANSWER_CLOSE
         self.history = [*messages, {"role": "assistant", "content": reply}]
         if prediction is None:
+            from affectllm.parsing import parse_answer
+
+            # Prose follow-ups are never snapped onto a label set: they name what the person asked about.
             prediction = (
-                self.reasoner.parse(reply, self.clip) if structured else parse_chat_reply(reply, self.clip)
+                self.reasoner.parse(reply, self.clip) if structured else parse_answer(reply, self.clip)
             )
         default_question = self.reasoner.settings.question or _DEFAULT_QUESTIONS.get(
             self.reasoner.settings.task
@@ -451,5 +450,5 @@ def load_reasoner(
             name != "openai" and models.is_default_model(model) and getattr(loaded, "adapter", None) is None
         )
         few_shot = -1 if bare_base and settings.few_shot == 0 else settings.few_shot
-    settings = settings.replace(few_shot=-1 if few_shot is True else int(few_shot or 0))
+    settings = settings.replace(few_shot=few_shot)
     return EmotionReasoner(loaded, settings, generation or default_generation(settings.task), snap_labels)

@@ -292,7 +292,7 @@ def _reply(session, text: str | None, out) -> None:
     from affectllm.records import answer_text
 
     try:
-        if session.expects_structured_reply(text):
+        if session.expects_structured_reply():
             session.ask(text)
         else:
             _stream_to(out, session.stream_reply(text))
