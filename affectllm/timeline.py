@@ -284,7 +284,8 @@ def render_timeline(
     path: str | Path | None = None,
     width: float = 11.0,
 ) -> bytes:
-    """Draw ``clip``'s evidence on one time axis and return the PNG bytes (also written to ``path``).
+    """Draw ``clip``'s evidence on one time axis and return the PNG bytes (also written to ``path``, its
+    folders created; a path that cannot be written is an :class:`~affectllm.errors.InputError`).
 
     With ``prediction``, the cues it cites are highlighted and labelled, and ids it cites that are not in the
     evidence are listed as ungrounded. A clip with no timed evidence (a transcript only, cues without times)
@@ -327,13 +328,15 @@ def render_timeline(
         heights = [0.9]
 
     footer = _footer_lines(whole_clip, cited, width)
-    total = _HEADER_IN + sum(heights) + _GAP_IN * max(0, len(heights) - 1) + _AXIS_IN
+    header = _header_lines(prediction, cited, ungrounded, tracks, has_times, width)
+    header_in = max(_HEADER_IN, 0.5 + 0.2 * len(header))
+    total = header_in + sum(heights) + _GAP_IN * max(0, len(heights) - 1) + _AXIS_IN
     total += _FOOT_LINE_IN * len(footer) + (0.15 if footer else 0.0)
     fig = plt.figure(figsize=(width, total))
     try:
-        _header(fig, clip, prediction, cited, ungrounded, tracks, total, has_times)
+        _header(fig, clip, header, total)
         axes = []
-        top = total - _HEADER_IN
+        top = total - header_in
         for height in heights:
             bottom = top - height
             ax = fig.add_axes(
@@ -373,7 +376,7 @@ def render_timeline(
             axes[-1].tick_params(axis="x", labelsize=7)
         else:
             axes[-1].set_xticks([])
-        _legend(fig, tracks, cited, total, width, Line2D, Patch)
+        _legend(fig, tracks, cited - set(ungrounded), total, width, Line2D, Patch)
         y = _AXIS_IN - 0.05 + _FOOT_LINE_IN * (len(footer) - 1)
         for text, color, weight in footer:
             fig.text(
@@ -386,15 +389,31 @@ def render_timeline(
         plt.close(fig)
     data = buffer.getvalue()
     if path is not None:
-        Path(path).write_bytes(data)
+        from affectllm.outputs import ensure_parent
+
+        ensure_parent(path)
+        try:
+            Path(path).write_bytes(data)
+        except OSError as exc:
+            from affectllm.errors import InputError
+            from affectllm.outputs import os_problem
+
+            raise InputError(path, f"cannot write: {os_problem(exc)}") from None
     return data
 
 
-def _header(
-    fig, clip: Clip, prediction, cited: set[str], ungrounded: list[str], tracks, total: float, has_times: bool
-) -> None:
+def _header(fig, clip: Clip, lines: list[tuple[str, str]], total: float) -> None:
     y = 1.0 - 0.12 / total
     fig.text(0.01, y, f"{clip.clip_id}: cue timeline", fontsize=11, weight="bold", va="top")
+    for i, (text, color) in enumerate(lines):
+        fig.text(0.01, y - (0.3 + 0.2 * i) / total, text, fontsize=8, color=color, va="top")
+
+
+def _header_lines(
+    prediction, cited: set[str], ungrounded: list[str], tracks, has_times: bool, width: float
+) -> list[tuple[str, str]]:
+    """The lines under the title: the answer and what it cites, ungrounded ids, and a note when nothing is
+    timed; wrapped to the figure's width."""
     lines: list[tuple[str, str]] = []
     if prediction is not None:
         emotions = ", ".join(prediction.emotions) or "(none)"
@@ -421,8 +440,8 @@ def _header(
         lines.append(
             ("no timed evidence: nothing in this clip has times, so there is no time axis", "#555555")
         )
-    for i, (text, color) in enumerate(lines):
-        fig.text(0.01, y - (0.3 + 0.2 * i) / total, text, fontsize=8, color=color, va="top")
+    chars = int(width * 72 / (8 * 0.55)) - 4
+    return [(part, color) for text, color in lines for part in textwrap.wrap(text, chars)]
 
 
 def _id_order(cue_id: str) -> tuple[str, int]:
@@ -551,12 +570,13 @@ def _draw_words(ax, tracks, cues, cited: set[str], sec_per_char: float) -> None:
     if not words:
         whole = [c for c in tracks["cues"] if c["lane"] == "words"]
         if whole:
+            _highlight(ax, {**whole[0], "start": 0.0, "end": tracks["duration"] or 1.0}, cited)
             text = textwrap.shorten(
                 str(whole[0]["value"]), int((tracks["duration"] or 1) / sec_per_char) - 12, placeholder=" …"
             )
             _id_label(
                 ax,
-                0.0,
+                0.5 * sec_per_char,
                 0.45,
                 whole[0],
                 cited,

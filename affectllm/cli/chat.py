@@ -330,7 +330,7 @@ def _command(session, text: str, out) -> None:
         target = Path(arg) if arg else Path(f"{session.clip.clip_id}.timeline.png")
         try:
             render_timeline(session.clip, session.last_prediction, path=target)
-        except (ImportError, OSError) as exc:  # a missing extra or an unwritable path; the session goes on
+        except (ImportError, InputError) as exc:  # a missing extra or an unwritable path; the session goes on
             out.write(f"could not plot to {target}: {exc}\n")
             return
         missing = ungrounded_ids(session.clip, session.last_prediction)
