@@ -360,8 +360,10 @@ def test_in_a_real_browser_with_the_embedded_default(tmp_path):
         }
         assert {i for i in rationale_ids if i in evidence_ids} == highlighted
 
-        height = browser.execute_script("return document.documentElement.scrollHeight")
-        browser.set_window_size(1400, min(int(height) + 40, 2400))
+        # The whole page in one picture: a viewport as tall as the document.
+        height = int(browser.execute_script("return document.documentElement.scrollHeight"))
+        metrics = {"width": 1400, "height": height, "deviceScaleFactor": 1, "mobile": False}
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
         shot = tmp_path / "ui_screenshot.png"
         assert browser.save_screenshot(str(shot)) and shot.stat().st_size > 10_000
         if os.environ.get("AFFECTLLM_UI_SCREENSHOT"):

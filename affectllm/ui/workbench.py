@@ -72,7 +72,10 @@ class ModelSlot:
             from affectllm.reasoner import model_name
 
             backend = self.reasoner.backend
-            out.update(backend=getattr(backend, "name", type(backend).__name__), name=model_name(backend))
+            name = model_name(backend)
+            out.update(
+                backend=getattr(backend, "name", type(backend).__name__), name=name, label=_short_model(name)
+            )
         if self.error is not None:
             out["error"] = user_message(self.error)
         return out
@@ -93,6 +96,23 @@ class ModelSlot:
     def close(self) -> None:
         if self.reasoner is not None:
             self.reasoner.backend.close()
+
+
+def _short_model(name: str | None) -> str | None:
+    """``/cache/gemma-3-270m.gguf + /pkg/adapters/gemma3-270m-ov/adapter.gguf`` → ``gemma-3-270m.gguf +
+    gemma3-270m-ov``: what fits in the page's header (the full name is its tooltip)."""
+    if not name:
+        return name
+    parts = []
+    for part in name.split(" + "):
+        path = Path(part)
+        if "/" not in part:
+            parts.append(part)
+        elif path.name.startswith("adapter") and path.parent.name:
+            parts.append(path.parent.name)  # a PEFT or GGUF adapter is named by its folder
+        else:
+            parts.append(path.name)
+    return " + ".join(parts)
 
 
 @dataclass

@@ -3,7 +3,9 @@
 "use strict";
 
 const API_HEADERS = { "X-Affectllm-UI": "1" };
-const CUE_ID = /(^|[^A-Za-z0-9])([AFSL][1-9]\d{0,2})(?![A-Za-z0-9])/g;
+const ID = "[AFSL][1-9]\\d{0,2}";
+// "[F2, A1]" (brackets and all) or a bare "F2": the citations in an answer's prose.
+const CITATION = new RegExp(`\\[(${ID}(?:\\s*[,;/]\\s*${ID})*)\\]|(^|[^A-Za-z0-9])(${ID})(?![A-Za-z0-9])`, "g");
 
 const state = { info: null, clip: null, selected: null, busy: false };
 const $ = (id) => document.getElementById(id);
@@ -87,7 +89,7 @@ async function uploadFile(file) {
 function showModel(model) {
   const pill = $("model-status");
   pill.className = `pill ${model.status}`;
-  if (model.status === "ready") pill.textContent = `model: ${model.name || model.backend}`;
+  if (model.status === "ready") pill.textContent = `model: ${model.label || model.backend}`;
   else if (model.status === "failed") pill.textContent = "model: failed to load";
   else pill.textContent = "model: loading…";
   pill.title = model.error || model.name || "";
@@ -170,8 +172,9 @@ function selectAnswer(answer) {
 
 // --------------------------------------------------------------------------------------------- the answers
 function citedHtml(text, known) {
-  return escapeHtml(text).replace(CUE_ID, (all, before, id) =>
-    `${before}<span class="cid${known.has(id) ? "" : " missing"}">${id}</span>`);
+  const badge = (id) => `<span class="cid${known.has(id) ? "" : " missing"}">${id}</span>`;
+  return escapeHtml(text).replace(CITATION, (all, group, before, id) =>
+    group ? group.split(/\s*[,;/]\s*/).map(badge).join(" ") : `${before}${badge(id)}`);
 }
 
 function fillAnswer(bubble, answer) {
