@@ -227,8 +227,7 @@ def _sample_lines(out: Path, records: list[dict[str, Any]], plots: bool) -> list
     """One section per shown sample: gold, answer, cited evidence and (with plots) its cue timeline."""
     import re
 
-    from affectllm.records import prediction_from_record
-    from affectllm.schema import Clip
+    from affectllm.schema import Clip, Prediction, RationaleItem
     from affectllm.timeline import render_timeline, ungrounded_ids
 
     if not records:
@@ -241,8 +240,13 @@ def _sample_lines(out: Path, records: list[dict[str, Any]], plots: bool) -> list
     ]
     for number, record in enumerate(records, 1):
         clip = Clip.from_dict(record["clip"])
-        prediction = prediction_from_record(record)
-        prediction.errors = list(record.get("parse_errors") or [])
+        prediction = Prediction(
+            emotions=list(record.get("emotions") or []),
+            rationale=[RationaleItem(**r) for r in record.get("rationale") or []],
+            answer=str(record.get("answer") or ""),
+            # The parser drops an id the evidence lacks and says so here; the timeline lists it as ungrounded.
+            errors=list(record.get("parse_errors") or []),
+        )
         gold = record.get("gold") or {}
         gold_text = ", ".join(gold.get("labels") or []) or gold.get("label") or "—"
         lines += [
