@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -52,7 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             help=text,
             description=f"{text}.\n\n{__doc__.split(chr(10) + chr(10), 1)[1]}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
-            usage=f"affectllm train {method} --config RECIPE.yaml [--dry-run] [--print-recipe] [-q] [--KEY [VALUE] ...]",
+            usage=f"affectllm train {method} --config RECIPE.yaml [--num-processes N] [--accelerate-config FILE] "
+            "[--dry-run] [--print-recipe] [-q] [--KEY [VALUE] ...]",
         )
         sub.add_argument(
             "--config", "-c", metavar="RECIPE.yaml", help=f"the recipe (required; {RECIPES_HINT})"
@@ -63,6 +65,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             help="build the training rows (output_dir/train_rows.jsonl) and print the counts; do not train",
         )
         sub.add_argument("--print-recipe", action="store_true", help="print the resolved recipe and exit")
+        sub.add_argument(
+            "--num-processes",
+            type=int,
+            default=1,
+            metavar="N",
+            help="train data-parallel in N processes: the command reruns itself under `accelerate launch` (one "
+            "process per GPU; on a CPU the processes join over gloo). Default 1",
+        )
+        sub.add_argument(
+            "--accelerate-config",
+            metavar="FILE",
+            help="the accelerate config for --num-processes (train/accelerate/*.yaml: ddp, zero2, zero3, fsdp, "
+            "cpu_ddp); default: plain data parallel on this machine",
+        )
         add_quiet_option(sub)
         sub.set_defaults(func=run, overrides=[])
     parser.set_defaults(func=lambda args: (parser.print_help(), 0)[1])
@@ -88,6 +104,14 @@ def run(args: argparse.Namespace) -> int:
     from affectllm.training.config import recipe_to_dict
 
     recipe = check_arguments(args)
+    if args.num_processes < 1:
+        from affectllm.errors import InputError
+
+        raise InputError(None, f"--num-processes must be 1 or more, not {args.num_processes}")
+    launch = args.num_processes > 1 or args.accelerate_config
+    # Inside a launched process (WORLD_SIZE set) train here; --dry-run and --print-recipe need no processes.
+    if launch and not (args.print_recipe or args.dry_run or "WORLD_SIZE" in os.environ):
+        return launch_processes(args)
     if args.print_recipe:
         import yaml
 
@@ -108,8 +132,33 @@ def run(args: argparse.Namespace) -> int:
         summary["metrics"] = {
             k: v for k, v in result.metrics.items() if k in _SHOWN or k.startswith("rewards/")
         }
-    print(json.dumps(summary, indent=2))
+    from affectllm.training.common import is_main_process
+
+    if is_main_process():  # one summary for a multi-process run, not one per process
+        print(json.dumps(summary, indent=2))
     return 0
+
+
+def launch_processes(args: argparse.Namespace) -> int:
+    """Rerun this training command in ``args.num_processes`` processes under ``accelerate launch`` and return
+    its exit status. Without ``--accelerate-config`` it is plain data parallel on this machine: accelerate's
+    multi-GPU launcher, which also starts CPU processes (its MULTI_CPU type starts one process unless mpirun
+    is used); no mixed precision is forced, the recipe's bf16 setting decides."""
+    import subprocess
+
+    from affectllm.errors import InputError
+
+    if args.accelerate_config and not os.path.isfile(args.accelerate_config):
+        raise InputError(args.accelerate_config, "accelerate config not found")
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(args.num_processes)]
+    if args.accelerate_config:
+        command += ["--config_file", args.accelerate_config]
+    else:
+        command += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    command += ["-m", "affectllm.cli.main", "train", args.method, "--config", args.config]
+    command += ["-q"] if args.quiet else []
+    command += list(args.overrides)
+    return subprocess.run(command, check=False).returncode
 
 
 _SHOWN = {"loss", "train_loss", "reward", "reward_std", "completions/mean_length", "train_runtime", "epoch"}
