@@ -225,6 +225,14 @@ def _install_wheels(site: Path, log: Any) -> dict[str, Any]:
     }
     if done.returncode:
         result["error"] = (done.stderr or done.stdout).strip()[-2000:]
+        # One wheel pip refuses must not keep the others out: each alone, so the steps that need only some run.
+        failed = []
+        for wheel in wheels:
+            alone = subprocess.run([*command[: -len(wheels)], str(wheel)], capture_output=True, text=True)
+            log.write(f"$ pip install ... {wheel.name}\n{alone.stdout}{alone.stderr}\n")
+            if alone.returncode:
+                failed.append(wheel.name)
+        result["failed_wheels"] = failed
     return result
 
 
