@@ -4,6 +4,8 @@ the separate CPU build in its own virtual environment)."""
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,13 +14,23 @@ from affectllm.backends.base import Backend, GenerationConfig, Message, text_onl
 from affectllm.backends.media_parts import openai_messages
 from affectllm.errors import InputError, require
 
+# 1 GiB holds ~55k tokens of Gemma 3 270M's cache: enough for a batch of 16 long prompts.
+CPU_DEFAULT_KV_CACHE_BYTES = 1 << 30
+# The ranks vLLM's LoRAConfig accepts for max_lora_rank (vllm.config.lora.MaxLoRARanks).
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
 
 class VLLMBackend(Backend):
     """``model``: a model directory or hub id (``None``: the embedded Gemma 3 270M rebuilt for transformers);
     ``adapter``: a PEFT LoRA directory served through ``LoRARequest``; ``max_lora_rank``: the largest adapter
-    rank; ``images``/``audio``: the most images/audio items one prompt may carry (0 disables the kind);
-    other keyword arguments (``gpu_memory_utilization``, ``max_model_len``, ``dtype``, ``tensor_parallel_size``,
-    ...) go to ``vllm.LLM``."""
+    rank (``None``: the adapter's own rank, rounded up to a size vLLM accepts); ``images``/``audio``: the most
+    images/audio items one prompt may carry (0 disables the kind); other keyword arguments
+    (``gpu_memory_utilization``, ``max_model_len``, ``dtype``, ``kv_cache_memory_bytes``,
+    ``tensor_parallel_size``, ...) go to ``vllm.LLM``.
+
+    On vLLM's CPU build the KV cache is ``CPU_DEFAULT_KV_CACHE_BYTES`` unless ``VLLM_CPU_KVCACHE_SPACE`` (GiB)
+    or ``kv_cache_memory_bytes`` says otherwise: left to itself the CPU engine sizes it from the machine's
+    total memory and takes most of what is free, which a shared machine cannot give."""
 
     name = "vllm"
 
@@ -26,7 +38,7 @@ class VLLMBackend(Backend):
         self,
         model: str | Path | None = None,
         adapter: str | Path | None = None,
-        max_lora_rank: int = 64,
+        max_lora_rank: int | None = None,
         images: int = 0,
         audio: int = 0,
         chat_template: str | None = None,
@@ -52,7 +64,14 @@ class VLLMBackend(Backend):
             engine_options.pop(key, None)
         kwargs: dict[str, Any] = {"model": path, "seed": int(seed), "trust_remote_code": trust_remote_code}
         if self.adapter:
-            kwargs.update(enable_lora=True, max_lora_rank=int(max_lora_rank), max_loras=1)
+            # vLLM sizes its LoRA buffers by max_lora_rank, so ask for the adapter's rank, not a worst case.
+            rank = int(max_lora_rank) if max_lora_rank else vllm_lora_rank(Path(self.adapter))
+            kwargs.update(enable_lora=True, max_lora_rank=rank, max_loras=1)
+        cpu_kv_unset = "kv_cache_memory_bytes" not in engine_options and not os.environ.get(
+            "VLLM_CPU_KVCACHE_SPACE"
+        )
+        if cpu_kv_unset and _on_cpu():
+            kwargs["kv_cache_memory_bytes"] = CPU_DEFAULT_KV_CACHE_BYTES
         limits = {k: int(v) for k, v in (("image", images), ("audio", audio)) if v}
         if limits:
             kwargs["limit_mm_per_prompt"] = limits
@@ -152,6 +171,10 @@ class VLLMBackend(Backend):
         return [flat[i : i + n] for i in range(0, len(flat), n)]
 
     def close(self) -> None:
+        # The engine core runs in its own process: stop it now rather than whenever the LLM is collected.
+        engine = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if engine is not None and hasattr(engine, "shutdown"):
+            engine.shutdown()
         self.llm = None
         try:
             import gc
@@ -177,3 +200,30 @@ def _structured_json(schema: dict[str, Any]) -> dict[str, Any]:
         from vllm.sampling_params import GuidedDecodingParams
 
         return {"guided_decoding": GuidedDecodingParams(json=schema)}
+
+
+def vllm_lora_rank(adapter: Path) -> int:
+    """The adapter's rank (``r`` in ``adapter_config.json``, or the largest in its ``rank_pattern``), rounded
+    up to the next rank vLLM accepts as ``max_lora_rank``."""
+    config_path = adapter / "adapter_config.json"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(config_path, f"not a readable PEFT adapter config ({exc})") from None
+    ranks = [config.get("r"), *(config.get("rank_pattern") or {}).values()]
+    ranks = [int(r) for r in ranks if isinstance(r, (int, float)) and r > 0]
+    if not ranks:
+        raise InputError(config_path, "no LoRA rank ('r') in the adapter config")
+    wanted = max(ranks)
+    for allowed in VLLM_LORA_RANKS:
+        if allowed >= wanted:
+            return allowed
+    raise InputError(
+        config_path, f"LoRA rank {wanted} is above the largest vLLM serves ({VLLM_LORA_RANKS[-1]})"
+    )
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())

