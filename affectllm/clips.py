@@ -119,7 +119,13 @@ def clip_from_row(
     if precomputed is not None and clip_id in precomputed:
         given = precomputed[clip_id]
         clip = Clip(
-            clip_id, list(given.cues), given.media, given.transcript, given.duration, list(given.warnings)
+            clip_id,
+            list(given.cues),
+            given.media,
+            given.transcript,
+            given.duration,
+            list(given.warnings),
+            signals=dict(given.signals),
         )
         if settings.source != "media" and transcript and not clip.transcript:
             clip.transcript = transcript

@@ -259,3 +259,13 @@ def test_report_shows_a_few_samples_with_their_timelines(measured_clip, tmp_path
     assert all(f"]({name})" in text for name in pngs)
     write_report(tmp_path, metrics, plots=False)  # without plots: the samples, no drawings
     assert "## Samples" in (tmp_path / "report.md").read_text()
+
+
+def test_precomputed_cues_keep_their_signals(measured_clip, tmp_path):
+    """`eval run --cues FILE` reads clips from a textualize JSONL: the timeline's contours come with them."""
+    from affectllm.clips import clip_from_row, load_clips_jsonl
+
+    cues = tmp_path / "cues.jsonl"
+    cues.write_text(json.dumps({"id": "row1", **measured_clip.to_dict()}) + "\n", encoding="utf-8")
+    clip = clip_from_row({"id": "row1", "media": "row1.mp4"}, precomputed=load_clips_jsonl(cues))
+    assert clip.clip_id == "row1" and clip.signals == measured_clip.signals
