@@ -299,7 +299,7 @@ class Workbench:
             reporter.check()
             reporter.progress("decoding the reply")
             settings = reasoner.settings
-            if session.expects_structured_reply(question) and (
+            if session.expects_structured_reply() and (
                 settings.task == "closed" and settings.closed_decoding == "likelihood"
             ):
                 # Label likelihoods come from one scoring pass, not a decoded stream.
