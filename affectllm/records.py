@@ -67,20 +67,6 @@ def prediction_record(
     return record
 
 
-def prediction_from_record(record: dict[str, Any]) -> Prediction:
-    """The Prediction a record holds (for scoring and reports)."""
-    from affectllm.schema import RationaleItem
-
-    return Prediction(
-        emotions=list(record.get("emotions") or []),
-        rationale=[RationaleItem(**r) for r in record.get("rationale") or []],
-        answer=str(record.get("answer") or ""),
-        confidence=record.get("confidence"),
-        raw=str(record.get("raw") or ""),
-        format_ok=bool(record.get("format_ok")),
-    )
-
-
 def upgrade_record(record: dict[str, Any]) -> dict[str, Any]:
     """A record of an older file in the current form (``name`` → ``id``; a nested ``prediction`` flattened)."""
     out = dict(record)

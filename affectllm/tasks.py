@@ -11,6 +11,7 @@ passed as ``--tasks-dir`` or listed in ``$AFFECTLLM_TASKS_PATH`` (user folders w
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -78,7 +79,6 @@ class Task:
     split: str
     path: Path | None = None
     description: str = ""
-    tags: list[str] = field(default_factory=list)
     dataset_options: dict[str, Any] = field(default_factory=dict)
     clip: ClipSettings = field(default_factory=lambda: ClipSettings(source="transcript", context=False))
     prompt: PromptSettings = field(default_factory=PromptSettings)
@@ -126,26 +126,19 @@ def task_dirs(extra: Iterable[str | Path] | str | Path | None = None) -> list[Pa
             if not path.is_dir():
                 raise InputError(path, f"folder named in ${TASKS_PATH_ENV} does not exist")
             dirs.append(path)
-    try:
+    with contextlib.suppress(
+        FileNotFoundError
+    ):  # a stripped install without the shipped tasks runs user tasks
         dirs.append(asset_dir("eval"))
-    except FileNotFoundError:  # a stripped install without the shipped tasks still runs user tasks
-        return dirs
     return dirs
-
-
-def _task_files(dirs: Sequence[Path]) -> list[Path]:
-    files: list[Path] = []
-    for d in dirs:
-        files.extend(sorted([*d.glob("*.yaml"), *d.glob("*.yml")]))
-    return files
 
 
 def list_tasks(tasks_dir: Iterable[str | Path] | str | Path | None = None) -> dict[str, Path]:
     """task name → file; the first folder that defines a name wins."""
     found: dict[str, Path] = {}
-    for path in _task_files(task_dirs(tasks_dir)):
-        name = _read_yaml(path).get("task") or path.stem
-        found.setdefault(str(name), path)
+    for folder in task_dirs(tasks_dir):
+        for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+            found.setdefault(str(_read_yaml(path).get("task") or path.stem), path)
     return found
 
 
@@ -315,7 +308,6 @@ def parse_task(data: dict[str, Any], path: Path | None = None) -> Task:
         split=split,
         path=path,
         description=str(data.get("description") or "").strip(),
-        tags=[str(t) for t in data.get("tags") or []],
         dataset_options=dict(options),
         clip=clip,
         prompt=prompt_settings,
@@ -457,7 +449,6 @@ def _predict_rows(
     reasoner: Any,
     rows: list[dict[str, Any]],
     clips: dict[str, Clip | Exception],
-    task: Task,
     writer: ResumableJSONL,
     batch_size: int,
     desc: str,
@@ -639,7 +630,7 @@ def run_task(
         + (" [FINAL test split]" if is_test else "")
     )
     started = time.perf_counter()
-    _predict_rows(reasoner, rows, clips, task, writer, batch_size, task.name, progress)
+    _predict_rows(reasoner, rows, clips, writer, batch_size, task.name, progress)
     elapsed = time.perf_counter() - started
 
     # One row per sample in the file a user reads: a retried sample's old failure line goes.
@@ -739,6 +730,10 @@ def run_ablation(
         "full": full_value,
         "modalities": {},
     }
+    # Full and ablated runs are scored on the same samples, so the delta reflects the modality alone.
+    full_same = dig(
+        score_records(_records_for_scoring(writer, ok_rows)[0], task).get(primary_name, {}), primary_key
+    )
     for modality in task.ablation:
         if modality not in present or modality not in shown:
             result["modalities"][modality] = {"skipped": "no cues of this modality in the task's input"}
@@ -746,16 +741,9 @@ def run_ablation(
         ab_writer = ResumableJSONL(out / "ablation" / f"without-{modality}.jsonl")
         ab_clips: dict[str, Clip | Exception] = {k: c.without(modality) for k, c in base_clips.items()}
         say(f"ablation: without {modality} ({len(ok_rows)} samples)")
-        _predict_rows(
-            reasoner, ok_rows, ab_clips, task, ab_writer, batch_size, f"without {modality}", progress
-        )
-        # Score full and ablated runs on the same samples, so the delta reflects the modality alone.
+        _predict_rows(reasoner, ok_rows, ab_clips, ab_writer, batch_size, f"without {modality}", progress)
         ab_records, ab_failed = _records_for_scoring(ab_writer, ok_rows)
-        full_records, _ = _records_for_scoring(writer, ok_rows)
-        ab_scores = score_records(ab_records, task)
-        full_scores = score_records(full_records, task)
-        without = dig(ab_scores.get(primary_name, {}), primary_key)
-        full_same = dig(full_scores.get(primary_name, {}), primary_key)
+        without = dig(score_records(ab_records, task).get(primary_name, {}), primary_key)
         delta = (
             full_same - without
             if isinstance(without, (int, float)) and isinstance(full_same, (int, float))

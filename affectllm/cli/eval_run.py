@@ -140,20 +140,12 @@ def parse_limit(value: str) -> float:
     return limit
 
 
-def task_data_dir(root: str | Path, dataset: str, several: bool) -> Path:
-    """The data folder of one task: ``--data-dir`` itself for one task; for several, the dataset's folder under
-    it (:func:`affectllm.tasks.dataset_folder`)."""
-    from affectllm.tasks import dataset_folder
-
-    return dataset_folder(root, dataset) if several else Path(root)
-
-
 def run(args: argparse.Namespace) -> int:
     import math
 
     from affectllm.datasets import get_dataset
     from affectllm.report import write_report
-    from affectllm.tasks import load_task, run_task, task_rows
+    from affectllm.tasks import dataset_folder, load_task, run_task, task_rows
 
     if args.list:
         return _list(args)
@@ -188,7 +180,8 @@ def run(args: argparse.Namespace) -> int:
                 None,
                 f"split {split!r} is or holds a held-out evaluation split: add --final (final reports only)",
             )
-        data_dir = task_data_dir(args.data_dir, task.dataset, several)
+        # Several tasks read several datasets: each from its folder under --data-dir (as ../shared/data is laid out).
+        data_dir = dataset_folder(args.data_dir, task.dataset) if several else Path(args.data_dir)
         rows = task_rows(task, data_dir, split, final=args.final)
         limit = None
         if args.limit is not None:
@@ -239,20 +232,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "–"
+
+
 def headline(name: str, split: str, result: Any) -> str:
     """One line: the primary metric, the constant-answer floor and how concentrated the answers are."""
     primary = result.metrics["primary"]
     summary = result.metrics.get("summary") or {}
-
-    def fmt(value: Any) -> str:
-        return f"{value:.4f}" if isinstance(value, (int, float)) else str(value)
-
     floor = (summary.get("floor") or {}).get("value")
     return (
-        f"{name} [{split}] {primary['metric']} {primary['key']} = {fmt(primary['value'])}  "
-        f"(floor {fmt(floor)}, top answer {fmt(summary.get('top_answer_share'))} vs gold "
-        f"{fmt(summary.get('gold_top_share'))}, {fmt(summary.get('labels_per_answer'))} emotions/answer, "
-        f"cited {fmt(summary.get('cited_share'))}; n={result.n_samples}, errors={result.n_errors})"
+        f"{name} [{split}] {primary['metric']} {primary['key']} = {_fmt(primary['value'])}  "
+        f"(floor {_fmt(floor)}, top answer {_fmt(summary.get('top_answer_share'))} vs gold "
+        f"{_fmt(summary.get('gold_top_share'))}, {_fmt(summary.get('labels_per_answer'))} emotions/answer, "
+        f"cited {_fmt(summary.get('cited_share'))}; n={result.n_samples}, errors={result.n_errors})"
     )
 
 
@@ -270,14 +263,10 @@ def write_summary(out: Path, results: list[tuple[Any, str, Path, Any]]) -> Path:
         summary = result.metrics.get("summary") or {}
         table[task.name] = {"split": split, "folder": str(folder), "primary": primary, "summary": summary}
         floor = (summary.get("floor") or {}).get("value")
-
-        def fmt(value: Any) -> str:
-            return f"{value:.4f}" if isinstance(value, (int, float)) else "–"
-
         lines.append(
             f"| [{task.name}]({folder.name}/report.md) | {split} | {primary['metric']}:{primary['key']} | "
-            f"{fmt(primary['value'])} | {fmt(floor)} | {fmt(summary.get('top_answer_share'))} | "
-            f"{fmt(summary.get('gold_top_share'))} | {fmt(summary.get('cited_share'))} |"
+            f"{_fmt(primary['value'])} | {_fmt(floor)} | {_fmt(summary.get('top_answer_share'))} | "
+            f"{_fmt(summary.get('gold_top_share'))} | {_fmt(summary.get('cited_share'))} |"
         )
     atomic_write_text(out / "results.json", json.dumps(table, indent=2, default=str) + "\n")
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")

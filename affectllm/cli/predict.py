@@ -17,7 +17,6 @@ from affectllm.cli.chat import (
     clip_settings,
     reasoner_from_args,
 )
-from affectllm.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,18 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from affectllm.batch_predict import predict, read_manifest
+    from affectllm.batch_predict import predict
 
-    if args.batch_size < 1:
-        raise InputError(None, "--batch-size must be at least 1")
-    if args.limit is not None and args.limit < 1:
-        raise InputError(None, "--limit must be at least 1")
     settings = clip_settings(args)
-    from affectllm.outputs import check_output
-
-    # A bad manifest or an --out that must not be written fails in a second, before a model loads.
-    read_manifest(args.data, args.limit)
-    check_output(args.out, [args.data], option="--out")
+    # predict() checks its arguments, the manifest and --out first and loads the model (load) only when some
+    # clip is pending, so a bad manifest fails in a second.
     loaded = []
 
     def load():
