@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import io
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -269,3 +270,28 @@ def test_precomputed_cues_keep_their_signals(measured_clip, tmp_path):
     cues.write_text(json.dumps({"id": "row1", **measured_clip.to_dict()}) + "\n", encoding="utf-8")
     clip = clip_from_row({"id": "row1", "media": "row1.mp4"}, precomputed=load_clips_jsonl(cues))
     assert clip.clip_id == "row1" and clip.signals == measured_clip.signals
+
+
+def test_asr_word_times_are_kept_and_drawn(tmp_path):
+    """Real speech through faster-whisper: the words row shows the recognised words at their times."""
+    import shutil
+    import subprocess
+
+    pytest.importorskip("faster_whisper")
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    from affectllm.media import load_audio
+
+    wav = tmp_path / "speech.wav"
+    text = "Please call me back tomorrow morning."
+    subprocess.run(["espeak-ng", "-v", "en-us", "-w", str(wav), text], check=True, capture_output=True)
+    signals: dict = {}
+    cues, transcript = audio_cues(load_audio(wav), asr_options={"cpu_threads": 1}, signals=signals)
+    words = signals["words"]
+    assert [w["text"] for w in words] == [w.text.strip() for s in transcript.segments for w in s.words]
+    assert "tomorrow" in " ".join(w["text"].lower() for w in words)
+    assert all(a["end"] <= b["start"] + 1e-6 for a, b in itertools.pairwise(words))
+    clip = Clip("speech", cues, duration=load_audio(wav).duration, signals=signals)
+    tracks = timeline_tracks(clip)
+    assert tracks["words_source"] == "ASR word times" and tracks["words"] == words
+    assert Image.open(io.BytesIO(render_timeline(clip))).size[0] == 1210
