@@ -20,6 +20,7 @@ from typing import Any
 from affectllm.clips import MEDIA_KEYS, clip_from_row, row_id
 from affectllm.errors import InputError
 from affectllm.records import prediction_record
+from affectllm.schema import Clip, Prediction
 from affectllm.settings import ClipSettings
 
 PATH_KEYS = (*MEDIA_KEYS, "au_csv", "captions", "transcript_file")
@@ -84,7 +85,6 @@ def predict(
 
     ``overwrite`` starts ``out`` afresh instead of resuming it (the only way to replace a file that holds
     lines this writer did not write)."""
-    from tqdm import tqdm
 
     from affectllm.batch import ResumableJSONL
 
@@ -106,45 +106,19 @@ def predict(
         return PredictSummary(len(rows), 0, 0, len(rows), 0.0, Path(out))
     if callable(reasoner) and not hasattr(reasoner, "predict_batch"):
         reasoner = reasoner()  # a model is loaded only when some clip is left to predict
-    failed = 0
-    bar = tqdm(total=len(pending), desc="predict", unit="clip", disable=not progress, file=sys.stderr)
-    batch: list[tuple[str, dict[str, Any], Any]] = []
-
-    def flush() -> None:
-        nonlocal failed
-        if not batch:
-            return
-        results = reasoner.predict_batch(
-            [clip for _, _, clip in batch],
-            batch_size=len(batch),
-            questions=[row.get("question") for _, row, _ in batch],
-            return_exceptions=True,
-        )
-        for (item_id, _, clip), result in zip(batch, results, strict=True):
-            if isinstance(result, Exception):
-                writer.write_error(item_id, result, emotions=[])
-                failed += 1
-            else:
-                writer.write(prediction_record(item_id, result, clip, include_raw=include_raw))
-        bar.update(len(batch))
-        batch.clear()
-
-    try:
-        for item_id, row in pending:
-            try:
-                clip = clip_from_row({**row, "id": item_id}, settings)
-            except Exception as exc:
-                # A corrupt or missing file fails this clip only; the error names it in the output.
-                writer.write_error(item_id, exc, emotions=[])
-                failed += 1
-                bar.update(1)
-                continue
-            batch.append((item_id, row, clip))
-            if len(batch) >= batch_size:
-                flush()
-        flush()
-    finally:
-        bar.close()
+    items = [
+        (i, lambda row=row, i=i: clip_from_row({**row, "id": i}, settings), row.get("question"))
+        for i, row in pending
+    ]
+    failed = answer_into(
+        writer,
+        reasoner,
+        items,
+        batch_size,
+        lambda item_id, pred, clip, _: prediction_record(item_id, pred, clip, include_raw=include_raw),
+        lambda _: {"emotions": []},
+        progress=progress,
+    )
     writer.compact([i for i, _ in rows])
     summary = PredictSummary(
         total=len(rows),
@@ -162,4 +136,52 @@ def predict(
     return summary
 
 
-__all__ = ["PredictSummary", "predict", "read_manifest"]
+def answer_into(
+    writer: Any,
+    reasoner: Any,
+    items: list[tuple[str, Callable[[], Clip], str | None]],
+    batch_size: int,
+    record: Callable[[str, Prediction, Clip, float], dict[str, Any]],
+    error_fields: Callable[[str], dict[str, Any]] = lambda _: {},
+    desc: str = "predict",
+    progress: bool = False,
+) -> int:
+    """Answer ``items`` (id, a function building its clip, question) ``batch_size`` at a time into the
+    ``ResumableJSONL`` ``writer``: ``record(id, prediction, clip, seconds per clip)`` for an answered item, an
+    error line (its ``stage``, ``textualize`` or ``predict``, and ``error_fields(id)``) for a failed one, so
+    one bad clip never stops the rest. ``predict`` and ``eval run`` both write through here. Returns how many
+    failed."""
+    from tqdm import tqdm
+
+    failed = 0
+    bar = tqdm(total=len(items), desc=desc, unit="clip", disable=not progress, leave=False, file=sys.stderr)
+    try:
+        for start in range(0, len(items), batch_size):
+            chunk, ready = items[start : start + batch_size], []
+            for item_id, build, question in chunk:
+                try:
+                    ready.append((item_id, build(), question))
+                except Exception as exc:  # a corrupt or missing file fails this clip only; the error names it
+                    writer.write_error(item_id, exc, stage="textualize", **error_fields(item_id))
+                    failed += 1
+            started = time.perf_counter()
+            results = reasoner.predict_batch(
+                [clip for _, clip, _ in ready],
+                batch_size=batch_size,
+                questions=[question for _, _, question in ready],
+                return_exceptions=True,
+            )
+            seconds = (time.perf_counter() - started) / max(1, len(ready))
+            for (item_id, clip, _), result in zip(ready, results, strict=True):
+                if isinstance(result, Exception):
+                    writer.write_error(item_id, result, stage="predict", **error_fields(item_id))
+                    failed += 1
+                else:
+                    writer.write(record(item_id, result, clip, seconds))
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+    return failed
+
+
+__all__ = ["PredictSummary", "answer_into", "predict", "read_manifest"]

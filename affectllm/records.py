@@ -2,8 +2,9 @@
 
 ``{"id", "emotions", "rationale", "answer", "confidence", "format_ok", ...}`` — one flat JSON object per clip,
 keyed by ``id``; ``eval run`` adds ``gold``, ``evidence`` and ``clip``, ``predict`` may add ``raw`` and
-``warnings``; a clip that failed is ``{"id", "error", "where", "emotions": []}``. ``affectllm eval ov`` and
-every other label reader take these files as they are (``emotions`` is a label column, ``id`` the name).
+``warnings``; a clip that failed is ``{"id", "error", "where", "stage", "emotions": []}`` (``stage``:
+``textualize`` or ``predict``). ``affectllm eval ov`` and every other label reader take these files as they
+are (``emotions`` is a label column, ``id`` the name).
 
 Files from affectllm < 0.2 keyed by ``name`` with ``labels`` still read as before; ``eval run`` files that
 nested the answer under ``prediction`` are refused with a pointer to ``python -m affectllm.records upgrade``.

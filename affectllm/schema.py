@@ -154,10 +154,6 @@ class Clip:
             )
         return [Evidence(cid, cue, cue_line(cid, cue)) for cid, cue in assign_ids(cues)]
 
-    def by_modality(self, *modalities: str) -> list[Cue]:
-        wanted = {normalize_modality(m) for m in modalities}
-        return [c for c in self.cues if c.modality in wanted]
-
     def without(self, *modalities: str) -> Clip:
         """The same clip with the named modalities' cues removed (used for modality ablation)."""
         dropped = {normalize_modality(m) for m in modalities}
@@ -253,7 +249,7 @@ class Prediction:
     # Closed sets decoded by likelihood: each label's (calibrated) log-probability.
     label_scores: dict[str, float] | None = None
 
-    def to_dict(self, include_raw: bool = False) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "emotions": list(self.emotions),
             "rationale": [r.to_dict() for r in self.rationale],
@@ -265,6 +261,4 @@ class Prediction:
             out["errors"] = list(self.errors)
         if self.label_scores:
             out["label_scores"] = dict(self.label_scores)
-        if include_raw:
-            out["raw"] = self.raw
         return out

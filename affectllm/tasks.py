@@ -26,7 +26,7 @@ from affectllm.clips import load_clips_jsonl
 from affectllm.errors import InputError
 from affectllm.prompting import shown_evidence
 from affectllm.records import prediction_record
-from affectllm.schema import LINGUISTIC, MODALITIES, Clip
+from affectllm.schema import LINGUISTIC, MODALITIES, Clip, Prediction
 from affectllm.settings import ClipSettings, PromptSettings, parse_modalities
 
 TASKS_PATH_ENV = "AFFECTLLM_TASKS_PATH"
@@ -448,50 +448,33 @@ def _gold(row: dict[str, Any]) -> dict[str, Any]:
 def _predict_rows(
     reasoner: Any,
     rows: list[dict[str, Any]],
-    clips: dict[str, Clip | Exception],
+    build: Callable[[dict[str, Any]], Clip],
     writer: ResumableJSONL,
     batch_size: int,
     desc: str,
     progress: bool,
 ) -> None:
     """Predict every pending row and append one record per row (errors included) to ``writer``."""
-    from tqdm import tqdm
+    from affectllm.batch_predict import answer_into
 
-    pending = [r for r in rows if not writer.should_skip(str(r["id"]))]
-    bar = tqdm(total=len(pending), desc=desc, unit="clip", disable=not progress, leave=False)
-    try:
-        for start in range(0, len(pending), batch_size):
-            chunk = pending[start : start + batch_size]
-            ready = [r for r in chunk if not isinstance(clips[str(r["id"])], Exception)]
-            for r in chunk:
-                failure = clips[str(r["id"])]
-                if isinstance(failure, Exception):
-                    writer.write_error(str(r["id"]), failure, stage="textualize", gold=_gold(r))
-            started = time.perf_counter()
-            preds = reasoner.predict_batch(
-                [clips[str(r["id"])] for r in ready], batch_size=batch_size, return_exceptions=True
-            )
-            seconds = (time.perf_counter() - started) / max(1, len(ready))
-            for r, pred in zip(ready, preds, strict=True):
-                if isinstance(pred, Exception):
-                    writer.write_error(str(r["id"]), pred, stage="predict", gold=_gold(r))
-                    continue
-                clip = clips[str(r["id"])]
-                assert isinstance(clip, Clip)
-                writer.write(
-                    prediction_record(
-                        str(r["id"]),
-                        pred,
-                        clip,
-                        gold=_gold(r),
-                        evidence=[e.text for e in shown_evidence(clip, reasoner.settings)],
-                        clip=clip.to_dict(),
-                        seconds=round(seconds, 3),
-                    )
-                )
-            bar.update(len(chunk))
-    finally:
-        bar.close()
+    gold = {str(r["id"]): _gold(r) for r in rows}
+
+    def record(item_id: str, pred: Prediction, clip: Clip, seconds: float) -> dict[str, Any]:
+        evidence = [e.text for e in shown_evidence(clip, reasoner.settings)]
+        return prediction_record(
+            item_id,
+            pred,
+            clip,
+            gold=gold[item_id],
+            evidence=evidence,
+            clip=clip.to_dict(),
+            seconds=round(seconds, 3),
+        )
+
+    items = [(str(r["id"]), lambda r=r: build(r), None) for r in rows if not writer.should_skip(str(r["id"]))]
+    answer_into(
+        writer, reasoner, items, batch_size, record, lambda item_id: {"gold": gold[item_id]}, desc, progress
+    )
 
 
 def _records_for_scoring(
@@ -616,21 +599,16 @@ def run_task(
 
     precomputed = load_clips_jsonl(cues_path) if cues_path else None
     writer = ResumableJSONL(out / "predictions.jsonl", inputs=[cues_path, task.path])
-    pending_ids = {str(r["id"]) for r in rows if not writer.should_skip(str(r["id"]))}
-    clips: dict[str, Clip | Exception] = {}
-    for r in rows:
-        if str(r["id"]) not in pending_ids:
-            continue
-        try:
-            clips[str(r["id"])] = build_clip(r, task, precomputed)
-        except Exception as exc:  # one unreadable clip must not stop the benchmark
-            clips[str(r["id"])] = exc
+    done = sum(writer.should_skip(str(r["id"])) for r in rows)
     say(
-        f"{task.name}: {len(rows)} samples ({len(rows) - len(pending_ids)} already done), split={split}"
+        f"{task.name}: {len(rows)} samples ({done} already done), split={split}"
         + (" [FINAL test split]" if is_test else "")
     )
     started = time.perf_counter()
-    _predict_rows(reasoner, rows, clips, writer, batch_size, task.name, progress)
+    # One unreadable clip must not stop the benchmark: it is recorded as failed and scored as an empty answer.
+    _predict_rows(
+        reasoner, rows, lambda r: build_clip(r, task, precomputed), writer, batch_size, task.name, progress
+    )
     elapsed = time.perf_counter() - started
 
     # One row per sample in the file a user reads: a retried sample's old failure line goes.
@@ -739,9 +717,17 @@ def run_ablation(
             result["modalities"][modality] = {"skipped": "no cues of this modality in the task's input"}
             continue
         ab_writer = ResumableJSONL(out / "ablation" / f"without-{modality}.jsonl")
-        ab_clips: dict[str, Clip | Exception] = {k: c.without(modality) for k, c in base_clips.items()}
         say(f"ablation: without {modality} ({len(ok_rows)} samples)")
-        _predict_rows(reasoner, ok_rows, ab_clips, ab_writer, batch_size, f"without {modality}", progress)
+        ablated = {key: clip.without(modality) for key, clip in base_clips.items()}
+        _predict_rows(
+            reasoner,
+            ok_rows,
+            lambda r, ablated=ablated: ablated[str(r["id"])],
+            ab_writer,
+            batch_size,
+            f"without {modality}",
+            progress,
+        )
         ab_records, ab_failed = _records_for_scoring(ab_writer, ok_rows)
         without = dig(score_records(ab_records, task).get(primary_name, {}), primary_key)
         delta = (

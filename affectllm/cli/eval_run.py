@@ -143,7 +143,6 @@ def parse_limit(value: str) -> float:
 def run(args: argparse.Namespace) -> int:
     import math
 
-    from affectllm.datasets import get_dataset
     from affectllm.report import write_report
     from affectllm.tasks import dataset_folder, load_task, run_task, task_rows
 
@@ -165,21 +164,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(None, "--max-tokens must be at least 1")
     several = len(names) > 1
     plans = []
-    # Validate every task and read every dataset first: a wrong --data-dir fails in seconds, not after a model load.
+    # Validate every task and read every dataset first (an unknown split, a test split without --final or a wrong
+    # --data-dir fails in seconds, not after a model load).
     for name in names:
         task = load_task(name, args.tasks_dir or None)
         split = args.split or task.split
-        spec = get_dataset(task.dataset)
-        if split not in spec.splits:
-            raise InputError(
-                None,
-                f"task {task.name}: dataset {spec.name} has no split {split!r} ({', '.join(spec.splits)})",
-            )
-        if split in spec.test_splits and not args.final:
-            raise InputError(
-                None,
-                f"split {split!r} is or holds a held-out evaluation split: add --final (final reports only)",
-            )
         # Several tasks read several datasets: each from its folder under --data-dir (as ../shared/data is laid out).
         data_dir = dataset_folder(args.data_dir, task.dataset) if several else Path(args.data_dir)
         rows = task_rows(task, data_dir, split, final=args.final)
@@ -189,17 +178,15 @@ def run(args: argparse.Namespace) -> int:
             rows = rows[:limit]
         base = Path(args.output_dir) if args.output_dir else None
         out = (base / task.name if several else base) if base else Path("runs") / f"{task.name}-{split}"
-        plans.append((task, split, spec, data_dir, rows, limit, out))
+        plans.append((task, split, data_dir, rows, limit, out))
 
     def log(message: str) -> None:
         if not args.quiet:
             logging.getLogger(__name__).info(message)
 
     results = []
-    for task, split, spec, data_dir, rows, limit, out in plans:
+    for task, split, data_dir, rows, limit, out in plans:
         reasoner, identity = build_reasoner(task, args)
-        if split in spec.test_splits:
-            log(f"FINAL: evaluating on the held-out test split {split!r}; this is logged in metrics.json")
         try:
             result = run_task(
                 task,
@@ -219,9 +206,7 @@ def run(args: argparse.Namespace) -> int:
                 rows=rows,
             )
         finally:
-            close = getattr(reasoner.backend, "close", None)
-            if close is not None:
-                close()
+            reasoner.backend.close()
         report = write_report(out, result.metrics, plots=not args.no_plots)
         print(headline(task.name, split, result))
         print(f"wrote {out / 'predictions.jsonl'}, {out / 'metrics.json'}, {report}")
