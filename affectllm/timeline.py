@@ -103,13 +103,36 @@ def _lane(cue: Cue) -> str:
     return f"AU{int(match.group(1)):02d}" if match else "face"
 
 
-def _series_points(signal: Any, key: str = "values") -> tuple[list[float], list[float | None]] | None:
-    """(times, values) of a regular-grid signal ``{"step", "values"}`` (value i at ``(i + 0.5) * step``)."""
-    if not isinstance(signal, dict) or not signal.get(key) or not signal.get("step"):
+def _number(value: Any) -> float | None:
+    """A finite float, or None (signals come from JSON files a person may have edited)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    step = float(signal["step"])
-    values = [None if v is None else float(v) for v in signal[key]]
+    return float(value) if math.isfinite(value) else None
+
+
+def _series_points(signal: Any) -> tuple[list[float], list[float | None]] | None:
+    """(times, values) of a regular-grid signal ``{"step", "values"}`` (value i at ``(i + 0.5) * step``)."""
+    if not isinstance(signal, dict) or not isinstance(signal.get("values"), list):
+        return None
+    step = _number(signal.get("step"))
+    values = [_number(v) for v in signal["values"]]
+    if not step or step <= 0 or all(v is None for v in values):
+        return None
     return [(i + 0.5) * step for i in range(len(values))], values
+
+
+def _spans(items: Any, *keys: str) -> list[dict[str, Any]]:
+    """The entries of a signals list that have numeric ``start``/``end`` (and the other ``keys``)."""
+    if not isinstance(items, list):
+        return []
+    return [
+        x
+        for x in items
+        if isinstance(x, dict)
+        and _number(x.get("start")) is not None
+        and _number(x.get("end")) is not None
+        and all(k in x for k in keys)
+    ]
 
 
 def timeline_tracks(clip: Clip) -> dict[str, Any]:
@@ -117,7 +140,7 @@ def timeline_tracks(clip: Clip) -> dict[str, Any]:
     times and text), ``words`` (``[{"start", "end", "text"}]`` and ``words_source``), the ``pitch`` and
     ``loudness`` contours (``{"t", "values", "unit"}`` or None), ``bands``, ``pauses``, ``au`` rows
     (``{"AU12": {"t", "values", "scale"}}``) and ``lanes`` (the rows in drawing order)."""
-    signals = clip.signals or {}
+    signals = clip.signals if isinstance(clip.signals, dict) else {}
     cues = []
     for ev in clip.evidence():
         cue = ev.cue
@@ -140,7 +163,7 @@ def timeline_tracks(clip: Clip) -> dict[str, Any]:
             }
         )
 
-    words = [w for w in signals.get("words") or [] if isinstance(w, dict) and w.get("text")]
+    words = [w for w in _spans(signals.get("words"), "text") if str(w["text"]).strip()]
     words_source = "ASR word times" if words else None
     if not words:
         lines = [c for c in cues if c["lane"] == "words" and c["start"] is not None]
@@ -156,13 +179,16 @@ def timeline_tracks(clip: Clip) -> dict[str, Any]:
 
     def contour(name: str) -> dict[str, Any] | None:
         got = _series_points(signals.get(name))
-        if got is None or all(v is None for v in got[1]):
+        if got is None:
             return None
-        return {"t": got[0], "values": got[1], "unit": signals[name].get("unit", "")}
+        return {"t": got[0], "values": got[1], "unit": str(signals[name].get("unit") or "")}
+
+    pitch, loudness = contour("pitch"), contour("loudness")
 
     au_rows: dict[str, Any] = {}
-    au = signals.get("au") or {}
-    for name, values in (au.get("series") or {}).items():
+    au = signals.get("au") if isinstance(signals.get("au"), dict) else {}
+    series_by_au = au.get("series") if isinstance(au.get("series"), dict) else {}
+    for name, values in series_by_au.items():
         got = _series_points({"step": au.get("step"), "values": values})
         if got is not None:
             au_rows[name] = {"t": got[0], "values": got[1], "scale": au.get("scale", "")}
@@ -171,7 +197,7 @@ def timeline_tracks(clip: Clip) -> dict[str, Any]:
         c["start"] for c in cues if c["start"] is not None
     ]
     ends += [w["end"] for w in words]
-    for series in [contour("pitch"), contour("loudness"), *au_rows.values()]:
+    for series in [pitch, loudness, *au_rows.values()]:
         if series:
             ends.append(series["t"][-1])
     duration = clip.duration if clip.duration and math.isfinite(clip.duration) else None
@@ -180,12 +206,11 @@ def timeline_tracks(clip: Clip) -> dict[str, Any]:
 
     lanes: list[str] = []
     timed = {c["lane"] for c in cues if c["start"] is not None}
-    if words or "words" in timed or any(c["lane"] == "words" for c in cues):
+    if words or any(c["lane"] == "words" for c in cues):
         lanes.append("words")
-    pauses = [p for p in signals.get("pauses") or [] if isinstance(p, dict)]
+    pauses = _spans(signals.get("pauses"))
     if pauses or "voice" in timed:
         lanes.append("voice")
-    pitch, loudness = contour("pitch"), contour("loudness")
     if pitch or "pitch" in timed:
         lanes.append("pitch")
     if loudness or "loudness" in timed:
@@ -205,7 +230,13 @@ def timeline_tracks(clip: Clip) -> dict[str, Any]:
         "transcript": clip.transcript,
         "pitch": pitch,
         "loudness": loudness,
-        "bands": [b for b in signals.get("bands") or [] if isinstance(b, dict)],
+        "bands": [
+            b
+            for b in _spans(signals.get("bands"), "feature", "edges")
+            if isinstance(b["edges"], list)
+            and len(b["edges"]) == 4
+            and all(_number(e) is not None for e in b["edges"])
+        ],
         "pauses": pauses,
         "au": {k: v for k, v in au_rows.items() if k in au_lanes},
         "lanes": lanes,

@@ -295,3 +295,22 @@ def test_asr_word_times_are_kept_and_drawn(tmp_path):
     tracks = timeline_tracks(clip)
     assert tracks["words_source"] == "ASR word times" and tracks["words"] == words
     assert Image.open(io.BytesIO(render_timeline(clip))).size[0] == 1210
+
+
+def test_malformed_signals_are_skipped_not_fatal():
+    """Signals come from JSON files a person may have edited: unusable entries are left out of the drawing."""
+    signals = {
+        "pitch": {"step": 0.05, "values": [None, "high", float("nan"), 120.0, 130.0]},
+        "loudness": {"step": -1, "values": [1.0]},
+        "bands": [{"feature": "pitch", "start": 0, "end": 1, "edges": [1, 2]}, {"feature": "pitch"}],
+        "pauses": [{"start": "0.2", "end": 0.5}, {"start": 0.1, "end": 0.2}, "pause"],
+        "words": [{"start": 0, "end": 0.1, "text": " "}, {"start": 0.1, "text": "hi"}],
+        "au": {"step": 0.1, "series": ["AU12"]},
+    }
+    clip = Clip("odd", [Cue(LINGUISTIC, "speech", value="hi there", start=0.0, end=0.3)], signals=signals)
+    tracks = timeline_tracks(clip)
+    assert tracks["pitch"]["values"] == [None, None, None, 120.0, 130.0] and tracks["loudness"] is None
+    assert tracks["bands"] == [] and tracks["pauses"] == [{"start": 0.1, "end": 0.2}] and tracks["au"] == {}
+    assert tracks["words_source"] == "transcript lines"
+    assert tracks["lanes"] == ["words", "voice", "pitch"]
+    assert render_timeline(clip).startswith(PNG_SIGNATURE)
