@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from affectllm.clips import MEDIA_KEYS, clip_from_row, row_id
+from affectllm.clips import MEDIA_KEYS, TRANSCRIPT_FILE_RE, clip_from_row, row_id
 from affectllm.errors import InputError
 from affectllm.records import prediction_record
 from affectllm.schema import Clip, Prediction
@@ -52,17 +52,14 @@ def read_manifest(path: str | Path, limit: int | None = None) -> list[tuple[str,
 
     rows = read_rows(path, row_id=identify, limit=limit)
     for _, row in rows:
+        transcript = row.get("transcript")
+        # "transcript" naming a file (a path, not words) is a path like the others: relative to the manifest.
+        if isinstance(transcript, str) and TRANSCRIPT_FILE_RE.match(transcript.strip()):
+            row["transcript_file"] = row.pop("transcript").strip()
         for key in PATH_KEYS:
             value = row.get(key)
             if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
                 row[key] = str((path.parent / value).resolve())
-        transcript = row.get("transcript")
-        if isinstance(transcript, str) and not Path(transcript).is_absolute():
-            candidate = path.parent / transcript
-            # "transcript" naming a file beside the manifest (a path, not words) is read from there.
-            if " " not in transcript.strip() and candidate.suffix.lower() in (".txt", ".srt", ".vtt"):
-                row["transcript_file"] = str(candidate.resolve())
-                del row["transcript"]
     return rows
 
 

@@ -25,7 +25,7 @@ from affectllm.settings import ClipSettings
 ID_KEYS = ("id", "name", "clip", "clip_id")
 # Manifests written by other tools name the media file in several ways.
 MEDIA_KEYS = ("media", "path", "video", "audio", "file")
-_TRANSCRIPT_FILE_RE = re.compile(r"^\S+\.(?:txt|srt|vtt)$", re.I)
+TRANSCRIPT_FILE_RE = re.compile(r"^\S+\.(?:txt|srt|vtt)$", re.I)
 
 
 def row_id(row: Mapping[str, Any]) -> str:
@@ -76,7 +76,7 @@ def _transcript(row: Mapping[str, Any]) -> tuple[str | None, Path | None]:
     if text is not None and not isinstance(text, str):
         raise InputError(None, f"sample {row_id(row)}: transcript must be text, not {type(text).__name__}")
     file = row.get("transcript_file")
-    if not file and text and _TRANSCRIPT_FILE_RE.match(text.strip()):
+    if not file and text and TRANSCRIPT_FILE_RE.match(text.strip()):
         # A manifest that names a transcript file in "transcript": read the file; a missing one is an error,
         # never a "transcript" made of the path's own characters.
         file = text.strip()

@@ -255,14 +255,6 @@ def load_examples(directory: str | Path | None = None) -> list[FewShotExample]:
     return list(_examples_in(str(directory or _prompts_dir() / "few_shot")))
 
 
-def _match_label(candidates: Sequence[str], labels: Sequence[str]) -> str | None:
-    folded = {lab.casefold(): lab for lab in labels}
-    for cand in candidates:
-        if cand.casefold() in folded:
-            return folded[cand.casefold()]
-    return None
-
-
 _WORD_RE = re.compile(r"\bau0*(\d+)|[a-z]+")
 # Words every evidence block shares (headers, units, intensity letters): they say nothing about the emotion.
 _EVIDENCE_STOPWORDS = frozenset(
@@ -342,9 +334,12 @@ def select_examples(
     being the same first files. Ties keep file order, so prompts are deterministic.
     """
     eligible: list[tuple[FewShotExample, list[str]]] = []
+    folded = {label.casefold(): label for label in labels or []}
     for example in load_examples(directory):
         if task == "closed":
-            label = _match_label(example.closed_labels, labels or [])
+            label = next(
+                (folded[c.casefold()] for c in example.closed_labels if c.casefold() in folded), None
+            )
             if label is not None:
                 eligible.append((example, [label]))
         else:
@@ -505,10 +500,6 @@ def _media_parts(media: Media | None) -> tuple[list[dict[str, Any]], str]:
     return parts, " ".join(notes)
 
 
-def _with_parts(text: str, parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
-    return [*parts, {"type": "text", "text": text}] if parts else text
-
-
 def _render_user(
     tpl: PromptTemplate,
     clip: Clip,
@@ -595,7 +586,7 @@ def build_messages(
             raise ValueError("chat history must start with a user turn")
         first_question = str(history[0].get("content", ""))
     user = _render_user(tpl, clip, settings, first_question, note)
-    messages.append({"role": "user", "content": _with_parts(user, parts)})
+    messages.append({"role": "user", "content": [*parts, {"type": "text", "text": user}] if parts else user})
     if tpl.task == "chat" and history:
         messages.extend(history[1:])
         if question:

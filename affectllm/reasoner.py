@@ -89,15 +89,10 @@ class EmotionReasoner:
             return None
         from affectllm import media as decode
 
-        frames: tuple = ()
-        audio = None
-        is_video = decode.probe(clip.media).has_video
-        if getattr(self.backend, "supports_images", False) and is_video:
-            frames = tuple(decode.sample_frames(clip.media, num_frames=self.num_frames, max_side=448))
-        if getattr(self.backend, "supports_audio", False):
-            audio = decode.load_audio(clip.media)
-        media = Media(frames=frames, audio=audio)
-        return media if media else None
+        images = getattr(self.backend, "supports_images", False) and decode.probe(clip.media).has_video
+        frames = decode.sample_frames(clip.media, num_frames=self.num_frames, max_side=448) if images else []
+        audio = decode.load_audio(clip.media) if getattr(self.backend, "supports_audio", False) else None
+        return Media(frames=tuple(frames), audio=audio) or None
 
     def parse(self, text: str, clip: Clip | None = None) -> Prediction:
         from affectllm.parsing import parse_answer

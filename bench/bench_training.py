@@ -38,12 +38,7 @@ TASKS = {"meld": "meld-closed-context", "ovmerd": "ovmerd-ov-subtitle"}
 
 
 def run_setting(
-    backend: str,
-    model: str,
-    adapter: str | None,
-    few_shot: bool,
-    args: argparse.Namespace,
-    out_dir: Path,
+    adapter: str | None, few_shot: bool, args: argparse.Namespace, out_dir: Path
 ) -> dict[str, Any]:
     """One setting on the dev tasks through ``affectllm.tasks.run_task`` — the code behind ``affectllm eval
     run``, with its prompts, parser and metrics — so every number here is what that command prints for the same
@@ -53,13 +48,13 @@ def run_setting(
 
     start = time.perf_counter()
     out: dict[str, Any] = {}
+    options = backend_options(args.backend, args.model, adapter, args.batch_size, args.threads)
     for key, name in TASKS.items():
         task = load_task(name)
         data_dir = dataset_folder(args.data_root, task.dataset)
         rows = task_rows(task, data_dir, limit=args.limit)
-        options = backend_options(backend, model, adapter, args.batch_size, args.threads)
         reasoner = load_reasoner(
-            backend,
+            args.backend,
             task=task,
             generation=generation_config(task, {"max_new_tokens": args.max_new_tokens}),
             few_shot=-1 if few_shot else 0,
@@ -68,7 +63,7 @@ def run_setting(
         try:
             result = run_task(
                 task, data_dir, out_dir / name, reasoner, limit=args.limit, batch_size=args.batch_size,
-                progress=False, identity={"adapter": adapter, "model": model, "few_shot": few_shot},
+                progress=False, identity={"adapter": adapter, "model": args.model, "few_shot": few_shot},
                 overwrite=True, rows=rows,
             )  # fmt: skip
         finally:
@@ -110,21 +105,22 @@ def settings(args: argparse.Namespace) -> list[tuple[str, str | None, bool]]:
     return out
 
 
-_IDENTITY = ("backend", "limit", "max_new_tokens")
+def _identity(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "model": args.model,
+        "backend": args.backend,
+        "limit": args.limit,
+        "max_new_tokens": args.max_new_tokens,
+    }
 
 
-def _payload(args: argparse.Namespace, model: str, results: dict[str, Any]) -> dict[str, Any]:
-    return {"model": model, **{key: getattr(args, key) for key in _IDENTITY}, "results": results}
-
-
-def _earlier_results(args: argparse.Namespace, model: str) -> dict[str, dict[str, Any]]:
+def _earlier_results(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """Settings already scored in ``--output`` by an earlier run on the same data and backend: a long
     comparison can run setting by setting (``--settings``) while adapters are still training."""
     if not args.output or not Path(args.output).is_file():
         return {}
     earlier = json.loads(Path(args.output).read_text(encoding="utf-8"))
-    identity = {k: v for k, v in _payload(args, model, {}).items() if k != "results"}
-    same = all(earlier.get(key) == value for key, value in identity.items())
+    same = all(earlier.get(key) == value for key, value in _identity(args).items())
     return dict(earlier.get("results", {})) if same else {}
 
 
@@ -226,21 +222,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", help="write the results as JSON here")
     args = parser.parse_args(argv)
 
-    model = args.model
-    results: dict[str, dict[str, Any]] = {}
+    results = _earlier_results(args)
     wanted = {name.strip() for name in args.settings.split(",")} if args.settings else None
-    results.update(_earlier_results(args, model))
     for name, adapter, few_shot in settings(args):
         if wanted is not None and name not in wanted:
             continue
         folder = Path(args.runs_dir) / name.replace(" ", "-").replace("+", "-")
-        results[name] = run_setting(args.backend, model, adapter, few_shot, args, folder)
-        results[name]["adapter"] = adapter
+        results[name] = {**run_setting(adapter, few_shot, args, folder), "adapter": adapter}
         print(f"{name}: {json.dumps(results[name])}", file=sys.stderr)
         if args.output:  # after every setting: a long comparison loses no finished setting
-            Path(args.output).write_text(
-                json.dumps(_payload(args, model, results), indent=2), encoding="utf-8"
-            )
+            payload = {**_identity(args), "results": results}
+            Path(args.output).write_text(json.dumps(payload, indent=2), encoding="utf-8")
     print(markdown(results))
     return 0
 
