@@ -137,6 +137,10 @@ def test_open_ask_and_follow_up_go_through_the_chat_session(served, tmp_path):
     assert sent[-1]["role"] == "user" and "Why joy?" in str(sent[-1]["content"])
     assert any(m["role"] == "assistant" and "surprise" in str(m["content"]) for m in sent)
 
+    again = page.ask(clip["key"], "  ")[-1]
+    assert again == ("error", {"message": "type a question (the first answer already analysed the clip)",
+                               "elapsed": again[1]["elapsed"]})  # fmt: skip
+
     # A reloaded page gets the clip and its answers back.
     status, info = page.json("GET", "/api/info")
     assert status == 200 and info["model"]["status"] == "ready" and info["model"]["backend"] == "mock"
@@ -324,12 +328,22 @@ def test_in_a_real_browser_with_the_embedded_default(tmp_path):
     try:
         browser.get(url)
         assert browser.title == "affectllm"
+        # A file that is not a clip: the CLI's message, in the page, which keeps working.
+        broken = tmp_path / "broken.mp4"
+        broken.write_bytes(b"this is not a video")
+        browser.find_element(By.ID, "clip-file").send_keys(str(broken))
+        browser.find_element(By.ID, "open-button").click()
+        error_box = browser.find_element(By.ID, "open-error")
+        WebDriverWait(browser, 600).until(lambda _: error_box.is_displayed())
+        assert error_box.text.startswith("broken.mp4: ") and "cannot decode media" in error_box.text
+
         browser.find_element(By.CSS_SELECTOR, "details summary").click()
         browser.find_element(By.ID, "clip-file").send_keys(str(EXAMPLES / "surprise_joy.mp4"))
         browser.find_element(By.ID, "au-file").send_keys(str(EXAMPLES / "surprise_joy.openface.csv"))
         browser.find_element(By.ID, "captions-file").send_keys(str(EXAMPLES / "surprise_joy.captions.json"))
         browser.find_element(By.ID, "open-button").click()
         WebDriverWait(browser, 1200).until(EC.presence_of_element_located((By.CSS_SELECTOR, "#evidence li")))
+        assert not error_box.is_displayed()
         assert browser.find_element(By.CSS_SELECTOR, "#player video").get_attribute("src").endswith("/media")
         evidence_ids = [
             li.get_attribute("data-id") for li in browser.find_elements(By.CSS_SELECTOR, "#evidence li")

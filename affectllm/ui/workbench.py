@@ -288,15 +288,15 @@ class Workbench:
         opened = self.get(key)
         question = (question or "").strip() or None
         reasoner = self.model.wait(reporter)
-        if opened.session is None:
-            opened.session = reasoner.chat(opened.clip)
-        session = opened.session
-        if session.turns and question is None:
-            raise InputError(None, "type a question (the first answer already analysed the clip)")
         if self.model.generate_lock.locked() or opened.lock.locked():
             reporter.progress("waiting for the reply being written to finish")
         with opened.lock, self.model.generate_lock:
             reporter.check()
+            if opened.session is None:
+                opened.session = reasoner.chat(opened.clip)
+            session = opened.session
+            if session.turns and question is None:
+                raise InputError(None, "type a question (the first answer already analysed the clip)")
             reporter.progress("decoding the reply")
             settings = reasoner.settings
             if session.expects_structured_reply() and (
