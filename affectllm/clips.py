@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -112,21 +113,14 @@ def clip_from_row(
     """The Clip for one row (see the module docstring); raises ``InputError`` for a row that gives no evidence."""
     settings = settings or ClipSettings()
     clip_id = row_id(row)
-    text, transcript_file = _transcript(row)
+    transcript, transcript_file = _transcript(row)
     if transcript_file is not None and (row.get("cues") or (precomputed and clip_id in precomputed)):
-        text = _transcript_clip(clip_id, None, transcript_file, None).transcript
-    transcript = text
+        transcript = _transcript_clip(clip_id, None, transcript_file, None).transcript
     if precomputed is not None and clip_id in precomputed:
         given = precomputed[clip_id]
-        clip = Clip(
-            clip_id,
-            list(given.cues),
-            given.media,
-            given.transcript,
-            given.duration,
-            list(given.warnings),
-            signals=dict(given.signals),
-        )
+        # A copy (the cache is shared), without the speaker and context another row may have given it.
+        lists = {"cues": list(given.cues), "warnings": list(given.warnings), "signals": dict(given.signals)}
+        clip = replace(given, **lists, speaker=None, context=[])
         if settings.source != "media" and transcript and not clip.transcript:
             clip.transcript = transcript
         return _finish(clip, row, settings, clip_id)
