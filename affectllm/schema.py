@@ -7,7 +7,7 @@ these types, so each stage can be tested, cached and swapped on its own.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 # The four evidence modalities. Facial action units and scene captions are both *visual* for the
@@ -157,19 +157,14 @@ class Clip:
     def without(self, *modalities: str) -> Clip:
         """The same clip with the named modalities' cues removed (used for modality ablation)."""
         dropped = {normalize_modality(m) for m in modalities}
-        kept = [c for c in self.cues if c.modality not in dropped]
-        transcript = None if LINGUISTIC in dropped else self.transcript
-        context = [] if LINGUISTIC in dropped else [dict(t) for t in self.context]
-        return Clip(
-            self.clip_id,
-            kept,
-            self.media,
-            transcript,
-            self.duration,
-            list(self.warnings),
-            self.speaker,
-            context,
-            dict(self.signals),
+        words = LINGUISTIC not in dropped
+        return replace(
+            self,
+            cues=[c for c in self.cues if c.modality not in dropped],
+            transcript=self.transcript if words else None,
+            context=[dict(t) for t in self.context] if words else [],
+            warnings=list(self.warnings),
+            signals=dict(self.signals),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -5,9 +5,8 @@ input to read, which extractors run on media, whether the dialogue context comes
 says how a clip becomes chat messages (template, task, label set, few-shot examples, the evidence shown).
 
 Both are frozen and built whole from a task YAML (``Task.clip`` / ``Task.prompt``), a recipe data source or CLI
-flags, then
-passed along as one object: a training row and an evaluation row built from the same settings give identical
-messages, which is what ``tests/test_prompt_parity.py`` holds.
+flags, then passed along as one object: a training row and an evaluation row built from the same settings give
+identical messages, which is what ``tests/test_prompt_parity.py`` holds.
 """
 
 from __future__ import annotations
@@ -136,9 +135,8 @@ class PromptSettings:
         except ValueError as exc:
             raise InputError(None, str(exc)) from None
         object.__setattr__(self, "labels", tuple(str(x) for x in self.labels or ()))
-        if self.few_shot is True:
-            object.__setattr__(self, "few_shot", -1)  # the template's own default count
-        object.__setattr__(self, "few_shot", int(self.few_shot or 0))
+        # True: the template's own default count (-1).
+        object.__setattr__(self, "few_shot", -1 if self.few_shot is True else int(self.few_shot or 0))
         object.__setattr__(self, "modalities", parse_modalities(self.modalities))
         if self.task == "closed" and not self.labels:
             raise InputError(None, "task 'closed' needs its label set (labels=[...])")
