@@ -355,14 +355,6 @@ def select_examples(
 # ------------------------------------------------------------------------------------------ answer contract
 
 
-def _cue_index(clip: Clip | Sequence[Cue] | None) -> dict[str, Cue]:
-    if clip is None:
-        return {}
-    if not isinstance(clip, Clip):
-        clip = Clip("", list(clip))
-    return {e.id.upper(): e.cue for e in clip.evidence()}
-
-
 def _rationale_dict(item: RationaleItem | dict[str, Any], cues: dict[str, Cue]) -> dict[str, Any]:
     if isinstance(item, RationaleItem):
         cue_id, text, modality, time = item.cue_id, item.cue, item.modality, item.time
@@ -393,7 +385,7 @@ def format_answer(
     task: str = "ov",
     confidence: float | None = None,
     think: str | None = None,
-    clip: Clip | Sequence[Cue] | None = None,
+    clip: Clip | None = None,
 ) -> str:
     """The exact answer text of the contract (SFT targets and few-shot turns use it; ``parse_answer`` reads it).
 
@@ -402,7 +394,7 @@ def format_answer(
     ids are cited in brackets and the emotions close the reply on an ``Emotions:`` line.
     """
     task = normalize_task(task)
-    cues = _cue_index(clip)
+    cues = {e.id.upper(): e.cue for e in clip.evidence()} if clip is not None else {}
     items = [_rationale_dict(r, cues) for r in rationale]
     if task == "chat":
         sentences = [think.strip()] if think else []
