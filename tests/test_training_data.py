@@ -17,6 +17,7 @@ from affectllm.training.data import (
     BuildReport,
     build_grpo_rows,
     build_sft_rows,
+    cap_per_label,
     derived_rationale,
     is_eval_split,
 )
@@ -194,6 +195,20 @@ def test_limit_and_seeded_order(manifest):
     first = build_sft_rows(data_args(manifest, task="ov", limit=2))
     again = build_sft_rows(data_args(manifest, task="ov", limit=2))
     assert len(first) == 2 and [r["id"] for r in first] == [r["id"] for r in again]
+
+
+def test_cap_per_label_keeps_a_label_prior_from_becoming_the_answer():
+    rows = [{"id": str(i), "label": "neutral"} for i in range(5)] + [
+        {"id": "j", "label": "joy"},
+        {"id": "m", "labels": ["admiration", "joy"]},
+        {"id": "n", "labels": ["admiration"]},
+        {"id": "x", "labels": []},
+    ]
+    kept = [row["id"] for row in cap_per_label(rows, 2)]
+    # Two "neutral" rows, then "joy" fills its cap with the multi-label row, so a second joy-bearing row is
+    # refused; rows without a gold label are never kept.
+    assert kept == ["0", "1", "j", "m", "n"]
+    assert [row["id"] for row in cap_per_label(rows, 1)] == ["0", "j", "n"]
 
 
 def test_derived_rationale_and_evidence_cite_real_ids():

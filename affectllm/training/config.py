@@ -78,6 +78,10 @@ class DataSource:
     split: str = "train"
     #: keep at most this many rows (after shuffling with the data seed); None keeps all
     limit: int | None = None
+    #: keep a row only while none of its gold labels has reached this many kept rows (after shuffling, before
+    #: ``limit``), so a dataset's label prior (GoEmotions' "admiration", MELD's "neutral") does not become the
+    #: model's one answer; None keeps the dataset's own distribution
+    max_per_label: int | None = None
     #: an evaluation task (eval/*.yaml name or path) whose input and prompt settings this source's rows are
     #: built with, so training prompts equal what ``affectllm eval run`` asks; the split stays this source's
     eval_task: str | None = None

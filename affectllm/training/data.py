@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -356,11 +357,25 @@ def _sources_rows(data: Any, report: BuildReport) -> Iterable[tuple[Any, dict[st
             else:
                 kept_rows.append(row)
         rng.shuffle(kept_rows)
+        if source.max_per_label is not None:
+            kept_rows = cap_per_label(kept_rows, source.max_per_label)
         if source.limit is not None:
             kept_rows = kept_rows[: source.limit]
         labels = label_set_for(source.dataset, rows)
         for row in kept_rows:
             yield source, row, labels
+
+
+def cap_per_label(rows: Sequence[dict[str, Any]], cap: int) -> list[dict[str, Any]]:
+    """Rows in order, each kept only while every one of its gold labels has fewer than ``cap`` kept rows."""
+    counts: Counter[str] = Counter()
+    kept = []
+    for row in rows:
+        labels = {str(x).lower() for x in (row.get("labels") or [row.get("label")]) if x}
+        if labels and all(counts[label] < cap for label in labels):
+            counts.update(labels)
+            kept.append(row)
+    return kept
 
 
 def _cues_for(source: Any, root: Path, cache: dict[str, dict[str, Clip]]) -> dict[str, Clip] | None:
