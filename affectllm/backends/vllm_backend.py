@@ -48,6 +48,9 @@ class VLLMBackend(Backend):
     ) -> None:
         from affectllm import models
 
+        # vLLM logs to stdout unless told otherwise, where chat/predict print answers and JSON records; set
+        # before the import, which configures its logging (its engine processes inherit the variable).
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         vllm = require("vllm", "vllm", "The vLLM backend")
         self._vllm = vllm
         if models.is_default_model(model) and adapter is None:
