@@ -15,7 +15,7 @@ DEEPSPEED = {"zero2.yaml": 2, "zero3.yaml": 3}
 
 
 def _launch_arguments(path: Path):
-    """``accelerate launch --config_file PATH``'s arguments after its own validation (what the launcher runs)."""
+    """``accelerate launch --config_file PATH``'s arguments after its own validation (what it launches)."""
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
 
     args = launch_command_parser().parse_args(["--config_file", str(path), "train/sft.py"])

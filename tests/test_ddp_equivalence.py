@@ -55,7 +55,8 @@ ANSWERS = {
     ),
     "Leave me alone": (
         "No.",
-        '<answer>{"emotions": ["angry", "annoyed", "tired"], "rationale": []}</answer> The speaker repeats it.',
+        '<answer>{"emotions": ["angry", "annoyed", "tired"], "rationale": []}</answer>'
+        " The speaker repeats it.",
     ),
 }
 
@@ -225,9 +226,9 @@ def test_grpo_ddp_equivalence(tmp_path, tiny_lm_dir):
 
 def _fixed_rollouts_trainer_class(base: type) -> type:
     """affectllm's GRPO trainer (``base``) whose rollouts are fixed instead of sampled: the k-th copy of a
-    prompt in this process's batch gets the k-th of its row's ANSWERS (trl places a prompt's group contiguously,
-    and a per-device batch that is a multiple of num_generations holds whole groups, so k is the position in
-    the group)."""
+    prompt in this process's batch gets the k-th of its row's ANSWERS (trl places a prompt's group
+    contiguously, and a per-device batch that is a multiple of num_generations holds whole groups, so k is the
+    position in the group)."""
 
     class FixedRolloutsGRPOTrainer(base):
         def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, **kwargs):
@@ -248,7 +249,7 @@ def _fixed_rollouts_trainer_class(base: type) -> type:
 
 
 def _worker(argv: list[str]) -> int:
-    """``affectllm train grpo`` with the fixed rollouts (run by the test, alone or under accelerate launch)."""
+    """``affectllm train grpo`` with the fixed rollouts (run by the tests, alone or under accelerate)."""
     from affectllm.cli.main import main
     from affectllm.training import grpo
 

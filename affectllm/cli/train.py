@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from typing import Any
 
 from affectllm.cli._options import add_quiet_option
+
+log = logging.getLogger(__name__)
 
 RECIPES_HINT = "the shipped recipes are train/recipes/<model>/<method>/*.yaml, e.g. train/recipes/gemma3-270m/sft/ov_mix.yaml"
 
@@ -53,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             help=text,
             description=f"{text}.\n\n{__doc__.split(chr(10) + chr(10), 1)[1]}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
-            usage=f"affectllm train {method} --config RECIPE.yaml [--num-processes N] [--accelerate-config FILE] "
+            usage=f"affectllm train {method} --config RECIPE.yaml [--num-processes N] "
+            "[--accelerate-config FILE] "
             "[--dry-run] [--print-recipe] [-q] [--KEY [VALUE] ...]",
         )
         sub.add_argument(
@@ -70,14 +74,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             type=int,
             default=1,
             metavar="N",
-            help="train data-parallel in N processes: the command reruns itself under `accelerate launch` (one "
-            "process per GPU; on a CPU the processes join over gloo). Default 1",
+            help="train data-parallel in N processes: the command reruns itself under `accelerate launch` "
+            "(one process per GPU; on a CPU the processes join over gloo). Default 1",
         )
         sub.add_argument(
             "--accelerate-config",
             metavar="FILE",
-            help="the accelerate config for --num-processes (train/accelerate/*.yaml: ddp, zero2, zero3, fsdp, "
-            "cpu_ddp); default: plain data parallel on this machine",
+            help="the accelerate config for --num-processes (train/accelerate/*.yaml: ddp, zero2, zero3, "
+            "fsdp, cpu_ddp); default: plain data parallel on this machine",
         )
         add_quiet_option(sub)
         sub.set_defaults(func=run, overrides=[])
@@ -111,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     launch = args.num_processes > 1 or args.accelerate_config
     # Inside a launched process (WORLD_SIZE set) train here; --dry-run and --print-recipe need no processes.
     if launch and not (args.print_recipe or args.dry_run or "WORLD_SIZE" in os.environ):
-        return launch_processes(args)
+        return launch_processes(args, bf16=bool(recipe.trainer.get("bf16")))
     if args.print_recipe:
         import yaml
 
@@ -139,11 +143,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def launch_processes(args: argparse.Namespace) -> int:
+def launch_processes(args: argparse.Namespace, bf16: bool = False) -> int:
     """Rerun this training command in ``args.num_processes`` processes under ``accelerate launch`` and return
-    its exit status. Without ``--accelerate-config`` it is plain data parallel on this machine: accelerate's
-    multi-GPU launcher, which also starts CPU processes (its MULTI_CPU type starts one process unless mpirun
-    is used); no mixed precision is forced, the recipe's bf16 setting decides."""
+    its exit status (``bf16``: the recipe asks for bf16). Without ``--accelerate-config`` it is plain data
+    parallel on this machine: accelerate's multi-GPU launcher, which also starts CPU processes (its
+    MULTI_CPU type starts one process unless mpirun is used); no mixed precision is forced, the recipe's
+    bf16 decides."""
     import subprocess
 
     from affectllm.errors import InputError
@@ -153,6 +158,7 @@ def launch_processes(args: argparse.Namespace) -> int:
     command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(args.num_processes)]
     if args.accelerate_config:
         command += ["--config_file", args.accelerate_config]
+        _warn_about_cpu_fallback(args.accelerate_config, bf16)
     else:
         command += ["--multi_gpu", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     command += ["-m", "affectllm.cli.main", "train", args.method, "--config", args.config]
@@ -162,3 +168,29 @@ def launch_processes(args: argparse.Namespace) -> int:
 
 
 _SHOWN = {"loss", "train_loss", "reward", "reward_std", "completions/mean_length", "train_runtime", "epoch"}
+
+
+def _warn_about_cpu_fallback(config_path: str, bf16: bool) -> None:
+    """Say so when an accelerate config asks for what its processes will not do on this machine:
+    accelerate (1.16) turns FSDP on only for GPU-type processes, so on a CPU an FSDP config trains as plain
+    data parallel; DeepSpeed configs run on a CPU, but their bf16 must match the trainer's
+    (``--bf16 true``)."""
+    import torch
+    import yaml
+
+    with open(config_path, encoding="utf-8") as handle:
+        config = yaml.safe_load(handle) or {}
+    if torch.cuda.is_available() or not isinstance(config, dict):
+        return
+    kind = config.get("distributed_type")
+    if kind == "FSDP":
+        log.warning(
+            "%s: accelerate shards with FSDP only on GPUs; on this CPU the processes train as DDP",
+            config_path,
+        )
+    elif kind == "DEEPSPEED" and config.get("mixed_precision") == "bf16" and not bf16:
+        log.warning(
+            "%s: the DeepSpeed config is bf16; on a CPU add --bf16 true (or set mixed_precision: 'no') so "
+            "the trainer agrees",
+            config_path,
+        )

@@ -34,8 +34,12 @@ _KEEP = ("prompt", "id", "dataset", "task")
 def _check_generation(args: dict) -> None:
     if args.get("use_vllm"):
         if not cuda_available():
+            # trl hands the policy's weights to vLLM over NCCL in both modes; its client refuses a CPU device
+            # (docs/training.md, "Multi-process and sharded training").
             raise InputError(
-                None, "trainer.use_vllm needs CUDA GPUs; on a CPU leave it false (plain generation)"
+                None,
+                "trainer.use_vllm needs CUDA GPUs: trl syncs the policy's weights to vLLM over NCCL; on a CPU "
+                "leave it false (plain generation)",
             )
         require("vllm", "vllm", "GRPO generation with vLLM (trainer.use_vllm)")
         mode = args.get("vllm_mode", "colocate")
