@@ -8,7 +8,6 @@ checks it stops early.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import queue
 import threading
@@ -96,26 +95,3 @@ def run_job(job: Callable[[Reporter], None], heartbeat_s: float = 1.0) -> Iterat
             yield event
     finally:
         reporter.cancelled.set()
-
-
-class LogTap(logging.Handler):
-    """Forwards the status lines that one thread logs under ``affectllm`` (a model build, an extraction step)
-    to ``callback``, so the page shows the same progress the terminal does."""
-
-    def __init__(self, callback: Callable[[str], None], thread_id: int | None = None) -> None:
-        super().__init__(logging.INFO)
-        self.callback = callback
-        self.thread_id = threading.get_ident() if thread_id is None else thread_id
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.thread != self.thread_id:
-            return
-        with contextlib.suppress(Exception):  # progress must never break the step it reports on
-            self.callback(record.getMessage())
-
-    def __enter__(self) -> LogTap:
-        logging.getLogger("affectllm").addHandler(self)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        logging.getLogger("affectllm").removeHandler(self)

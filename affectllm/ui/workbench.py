@@ -21,7 +21,7 @@ from typing import Any
 from affectllm.errors import InputError
 from affectllm.schema import Clip, Prediction
 from affectllm.settings import ClipSettings
-from affectllm.ui.events import USER_ERRORS, Cancelled, LogTap, Reporter, user_message
+from affectllm.ui.events import USER_ERRORS, Cancelled, Reporter, user_message
 from affectllm.ui.uploads import UploadStore
 
 log = logging.getLogger(__name__)
@@ -48,17 +48,13 @@ class ModelSlot:
     def _run(self) -> None:
         self.stage = "loading the model"
         try:
-            with LogTap(self._note):
-                self.reasoner = self._load()
+            self.reasoner = self._load()
         except BaseException as exc:
             if not isinstance(exc, USER_ERRORS):
                 log.error("the model could not be loaded", exc_info=exc)
             self.error = exc
         finally:
             self._ready.set()
-
-    def _note(self, message: str) -> None:
-        self.stage = f"loading the model: {message}"
 
     @property
     def status(self) -> str:
@@ -169,14 +165,13 @@ class Workbench:
         with self._extract_lock:
             reporter.check()
             reporter.progress(f"reading the evidence in {self.uploads.user_name(path) or Path(path).name}")
-            with LogTap(reporter.progress):
-                clip = clip_from_path(
-                    path,
-                    self.clip_settings,
-                    au_csv=sidecars.get("au_csv"),
-                    captions=sidecars.get("captions"),
-                    transcript_file=sidecars.get("transcript"),
-                )
+            clip = clip_from_path(
+                path,
+                self.clip_settings,
+                au_csv=sidecars.get("au_csv"),
+                captions=sidecars.get("captions"),
+                transcript_file=sidecars.get("transcript"),
+            )
         opened = OpenClip(secrets.token_hex(6), clip)
         self.clips[opened.key] = opened
         return opened
