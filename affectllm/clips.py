@@ -190,22 +190,18 @@ def clip_from_path(
     if path.suffix.lower() == ".txt" and not path.name.lower().endswith(".transcript.txt"):
         row = {"id": path.stem, "transcript_file": str(path.resolve())}
         return clip_from_row(row, settings.replace(source="transcript"))
-    row = {"id": path.stem, "media": str(path.resolve())}
-    if au_csv:
-        row["au_csv"] = str(au_csv)
-    if captions:
-        row["captions"] = str(captions)
-    if transcript_file:
-        row["transcript_file"] = str(transcript_file)
     from affectllm.textualize.pipeline import resolve_inputs
 
-    # Sidecars found by name (<stem>.openface.csv, <stem>.captions.json, <stem>.transcript.txt) count as given.
+    # The sidecars given, else those found by name (<stem>.openface.csv, .captions.json, .transcript.txt).
     found = resolve_inputs(str(path), au_csv, captions, transcript_file)
-    for key, value in (("au_csv", found.au_csv), ("captions", found.captions)):
-        if value is not None and key not in row:
+    row = {"id": path.stem, "media": str(path.resolve())}
+    for key, value in (
+        ("au_csv", found.au_csv),
+        ("captions", found.captions),
+        ("transcript_file", found.transcript),
+    ):
+        if value is not None:
             row[key] = str(value)
-    if found.transcript is not None and "transcript_file" not in row:
-        row["transcript_file"] = str(found.transcript)
     return clip_from_row(row, settings.replace(source="media"))
 
 

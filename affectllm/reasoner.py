@@ -154,29 +154,25 @@ class EmotionReasoner:
                     raise
                 prompts.append(exc)
         ready = [i for i, p in enumerate(prompts) if not isinstance(p, Exception)]
-        results: list[Prediction | Exception] = [
-            p if isinstance(p, Exception) else Prediction() for p in prompts
-        ]
-        if not ready:
-            return results
+        results: list[Any] = list(prompts)  # a prompt that could not be built keeps its exception
         try:
-            answers = self._answer([clips[i] for i in ready], [prompts[i] for i in ready])  # type: ignore[misc]
+            answers = self._answer([clips[i] for i in ready], [prompts[i] for i in ready]) if ready else []
         except Exception as exc:
             if not return_exceptions:
                 raise
-            if len(ready) == 1:
-                results[ready[0]] = exc
-                return results
-            # Find the culprit: retry one conversation at a time.
-            for i in ready:
-                try:
-                    results[i] = self._answer([clips[i]], [prompts[i]])[0]  # type: ignore[list-item]
-                except Exception as item_exc:
-                    results[i] = item_exc
-            return results
-        for i, pred in zip(ready, answers, strict=True):
-            results[i] = pred
+            # Find the culprit: retry one conversation at a time (a lone one is its own culprit).
+            answers = (
+                [exc] if len(ready) == 1 else [self._answer_or_error(clips[i], prompts[i]) for i in ready]
+            )
+        for i, answer in zip(ready, answers, strict=True):
+            results[i] = answer
         return results
+
+    def _answer_or_error(self, clip: Clip, messages: Any) -> Prediction | Exception:
+        try:
+            return self._answer([clip], [messages])[0]
+        except Exception as exc:
+            return exc
 
     def chat(self, clip: Clip) -> ChatSession:
         """A conversation about ``clip`` that keeps its history for follow-up questions."""

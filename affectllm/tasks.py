@@ -344,12 +344,11 @@ def answer_summary(records: list[dict[str, Any]], task: Task, scores: dict[str, 
         for r in records
     )
     items = [item for r in records for item in r.get("rationale") or []]
-    shown = [{line.split(" ", 1)[0] for line in r.get("evidence") or []} for r in records]
     cited = sum(
-        1
-        for r, ids in zip(records, shown, strict=True)
+        str(item.get("cue_id") or item.get("id") or "").upper()
+        in {line.split(" ", 1)[0] for line in r.get("evidence") or []}
+        for r in records
         for item in r.get("rationale") or []
-        if str(item.get("cue_id") or item.get("id") or "").upper() in ids
     )
     top, top_n = answers.most_common(1)[0]
     out: dict[str, Any] = {
