@@ -9,6 +9,7 @@ The library API (imported lazily, so ``import affectllm`` and ``affectllm --help
     a.predict("manifest.jsonl", "pred.jsonl", reasoner) # resumable batch prediction
     a.run_task(a.load_task("meld-closed-context"), "data/meld", "runs/meld", reasoner)
     a.score_ov(predictions=pred, references=gold)       # emotion-wheel metrics, as the official code
+    a.render_timeline(clip, prediction, path="t.png")   # the cue timeline, cited cues highlighted
 
 See docs/python-api.md.
 """
@@ -40,6 +41,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "load_task": ("affectllm.tasks", "load_task"),
     "run_task": ("affectllm.tasks", "run_task"),
     "score_ov": ("affectllm.metrics.ov", "score_ov"),
+    "render_timeline": ("affectllm.timeline", "render_timeline"),
 }
 
 __all__ = ["__version__", *_EXPORTS]
