@@ -146,3 +146,23 @@ def test_bad_manifests_name_file_and_line(tmp_path, capsys):
     assert f"{bad}:1: not valid JSON" in capsys.readouterr().err
     assert main(["predict", "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "o.jsonl")]) == 2
     assert "manifest not found" in capsys.readouterr().err
+
+
+def test_bad_counts_are_reported_under_the_flag_name(tmp_path, capsys):
+    from affectllm.cli.main import main
+
+    for flag, value in (("--batch-size", "0"), ("--limit", "-2"), ("--batch-size", "many")):
+        with pytest.raises(SystemExit) as exc:
+            main(
+                [
+                    "predict",
+                    "--data",
+                    str(tmp_path / "m.jsonl"),
+                    "--out",
+                    str(tmp_path / "p.jsonl"),
+                    flag,
+                    value,
+                ]
+            )
+        assert exc.value.code == 2
+        assert f"argument {flag}" in capsys.readouterr().err

@@ -20,3 +20,14 @@ def add_quiet_option(parser: argparse.ArgumentParser) -> None:
 def comma_list(text: str) -> list[str]:
     """``"audio, face,"`` → ``["audio", "face"]``: the argparse ``type`` of every list option."""
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def positive_int(text: str) -> int:
+    """An argparse type for counts, so a bad value is reported under the flag's own name."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value

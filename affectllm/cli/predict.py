@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from affectllm.cli._options import positive_int
 from affectllm.cli.chat import (
     add_model_arguments,
     add_textualize_arguments,
@@ -31,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--data", required=True, help="manifest JSONL (one clip per line)")
     parser.add_argument("--out", required=True, help="predictions JSONL (appended; resumable)")
-    parser.add_argument("--batch-size", type=int, default=8, help="conversations per backend call")
-    parser.add_argument("--limit", type=int, help="only the first N manifest rows")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="conversations per backend call")
+    parser.add_argument("--limit", type=positive_int, help="only the first N manifest rows")
     parser.add_argument("--overwrite", action="store_true", help="start --out afresh instead of resuming it")
     parser.add_argument("--skip-failed", action="store_true", help="do not retry clips that failed before")
     parser.add_argument("--no-raw", action="store_true", help="leave the raw model text out of the output")
