@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any
 
-from affectllm.cli._options import add_quiet_option
+from affectllm.cli._options import add_quiet_option, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         sub.add_argument("--print-recipe", action="store_true", help="print the resolved recipe and exit")
         sub.add_argument(
             "--num-processes",
-            type=int,
+            type=positive_int,
             default=1,
             metavar="N",
             help="train data-parallel in N processes: the command reruns itself under `accelerate launch` "
@@ -108,10 +108,6 @@ def run(args: argparse.Namespace) -> int:
     from affectllm.training.config import recipe_to_dict
 
     recipe = check_arguments(args)
-    if args.num_processes < 1:
-        from affectllm.errors import InputError
-
-        raise InputError(None, f"--num-processes must be 1 or more, not {args.num_processes}")
     launch = args.num_processes > 1 or args.accelerate_config
     # Inside a launched process (WORLD_SIZE set) train here; --dry-run and --print-recipe need no processes.
     if launch and not (args.print_recipe or args.dry_run or "WORLD_SIZE" in os.environ):
