@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from affectllm.cli._options import positive_int
 from affectllm.errors import InputError
 
 BACKEND_CHOICES = ("transformers", "llamacpp", "vllm", "openai", "mock")
@@ -59,9 +60,11 @@ def add_model_arguments(
     group.add_argument("--no-few-shot", dest="few_shot", action="store_false", help="never prepend examples")
     if decoding_defaults:
         group.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-        group.add_argument("--max-tokens", type=int, default=384, help="maximum new tokens per reply")
+        group.add_argument(
+            "--max-tokens", type=positive_int, default=384, help="maximum new tokens per reply"
+        )
     else:
-        group.add_argument("--max-tokens", type=int, help="override the task's max_new_tokens")
+        group.add_argument("--max-tokens", type=positive_int, help="override the task's max_new_tokens")
         group.add_argument("--temperature", type=float, help="override the task's temperature")
     if prompt_options:
         group.add_argument("--max-cue-tokens", type=int, help="cap on the evidence block's length in tokens")
@@ -120,8 +123,6 @@ def reasoner_from_args(args: argparse.Namespace):
     """Load the backend the options name (defaults from affectllm.models) as an EmotionReasoner."""
     from affectllm.reasoner import default_generation, load_reasoner
 
-    if args.max_tokens < 1:
-        raise InputError(None, "--max-tokens must be at least 1")
     settings = prompt_settings(args)
     return load_reasoner(
         backend=chosen_backend(args),

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from affectllm.cli._options import positive_int
 from affectllm.cli.chat import add_model_arguments
 from affectllm.errors import InputError
 
@@ -69,7 +70,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--batch-size",
         "--batch_size",
         dest="batch_size",
-        type=int,
+        type=positive_int,
         default=8,
         help="conversations per backend call (default 8)",
     )
@@ -158,10 +159,6 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(None, "--task/--tasks is required (see `affectllm eval run --list`)")
     if not args.data_dir:
         raise InputError(None, "--data-dir is required: the folder with the dataset's upstream files")
-    if args.batch_size < 1:
-        raise InputError(None, "--batch-size must be at least 1")
-    if args.max_tokens is not None and args.max_tokens < 1:
-        raise InputError(None, "--max-tokens must be at least 1")
     several = len(names) > 1
     plans = []
     # Validate every task and read every dataset first (an unknown split, a test split without --final or a wrong

@@ -67,8 +67,6 @@ def _check_options(args: argparse.Namespace) -> None:
 
     prompt_settings(args)
     chosen_backend(args)
-    if args.max_tokens < 1:
-        raise InputError(None, "--max-tokens must be at least 1")
     if not 0 <= args.port <= 65535:
         raise InputError(None, f"--port {args.port}: expected 0-65535")
     if not args.max_upload_mb > 0:
