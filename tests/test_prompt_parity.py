@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,14 +90,20 @@ def _own_task(tmp_path: Path) -> Path:
     return task
 
 
-def test_prompt_parity_sft_and_grpo_rows_equal_eval_run_messages(tmp_path: Path) -> None:
-    task_path = _own_task(tmp_path)
-    task = load_task(str(task_path))
-    data = DataArgs(
+def _own_data(tmp_path: Path, task_path: Path, **options: Any) -> DataArgs:
+    """A recipe's data section with one source: the manifest of ``_own_task``, built for that task."""
+    return DataArgs(
         sources=[DataSource("manifest", data_dir="mine", split="train", eval_task=str(task_path))],
         root=str(tmp_path),
         require_wheel_gold=False,
+        **options,
     )
+
+
+def test_prompt_parity_sft_and_grpo_rows_equal_eval_run_messages(tmp_path: Path) -> None:
+    task_path = _own_task(tmp_path)
+    task = load_task(str(task_path))
+    data = _own_data(tmp_path, task_path)
     sft = {r["id"]: r for r in build_sft_rows(data)}
     grpo = {r["id"]: r for r in build_grpo_rows(data)}
     reasoner = _reasoner(task)
@@ -155,12 +162,7 @@ def test_prompt_parity_follow_up_rows_equal_chat_session_messages(tmp_path: Path
     """The follow-up training rows are the messages the chat REPL sends after the first answer."""
     task_path = _own_task(tmp_path)
     task = load_task(str(task_path))
-    data = DataArgs(
-        sources=[DataSource("manifest", data_dir="mine", split="train", eval_task=str(task_path))],
-        root=str(tmp_path),
-        require_wheel_gold=False,
-        follow_ups=1.0,
-    )
+    data = _own_data(tmp_path, task_path, follow_ups=1.0)
     rows = build_sft_rows(data)
     first = {r["id"]: r for r in rows if "#" not in r["id"]}
     follow = [r for r in rows if r["id"].endswith("#follow-up")]
