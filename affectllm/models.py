@@ -24,6 +24,7 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from affectllm.resources import data_path, user_cache_dir
 
@@ -52,6 +53,12 @@ GEMMA_CHAT_TEMPLATE = (
 )
 # Tokens that end an assistant turn in common chat formats; backends add those present in the vocabulary to
 # the end-of-sequence ids so a base model stops after its answer instead of inventing the next turn.
+# A sentence and its token ids under the GGUF's own tokenizer (llama.cpp's, the one every shipped adapter was
+# trained and is served with). transformers 5.17 converts this GGUF's tokenizer differently (42 ids instead of
+# 13), which silently trains and scores a model on prompts llama.cpp never shows it.
+TOKENIZER_PROBE = "I can't believe we won! How are you today?"
+TOKENIZER_PROBE_IDS = (236777, 740, 236789, 236745, 4646, 692, 2810, 236888, 2088, 659, 611, 3124, 236881)
+
 TURN_END_TOKENS = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>")
 
 
@@ -160,6 +167,18 @@ def write_chat_template(
     writer.close()
 
 
+def check_gemma_tokenizer(tokenizer: Any, transformers_version: str) -> None:
+    """Refuse a tokenizer converted from the GGUF that does not tokenize like the GGUF itself (llama.cpp)."""
+    ids = tuple(tokenizer(TOKENIZER_PROBE, add_special_tokens=False)["input_ids"])
+    if ids != TOKENIZER_PROBE_IDS:
+        raise RuntimeError(
+            f"transformers {transformers_version} converted the embedded Gemma GGUF's tokenizer differently from "
+            f"llama.cpp ({len(ids)} tokens instead of {len(TOKENIZER_PROBE_IDS)} for {TOKENIZER_PROBE!r}); "
+            "a model rebuilt with it would not see the prompts the shipped adapter was trained on. "
+            "Upgrade transformers (5.25 converts it correctly) and run the command again."
+        )
+
+
 def ensure_gemma_hf(cache_dir: str | Path | None = None, dtype: str = "bfloat16") -> Path:
     """A normal transformers model directory rebuilt from the embedded GGUF (built once; ~550 MB)."""
     cache = Path(cache_dir or model_cache_dir())
@@ -177,6 +196,7 @@ def ensure_gemma_hf(cache_dir: str | Path | None = None, dtype: str = "bfloat16"
     _progress("rebuilding Gemma 3 270M into a transformers model directory (once; a minute or two) ...")
     started = time.monotonic()
     tokenizer = transformers.AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+    check_gemma_tokenizer(tokenizer, transformers.__version__)
     loaded = transformers.AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     _progress(f"dequantized the GGUF ({time.monotonic() - started:.0f} s); saving ...")
     config = loaded.config
@@ -282,6 +302,7 @@ def use_few_shot_by_default(
 __all__ = [
     "GEMMA_CHAT_TEMPLATE",
     "TURN_END_TOKENS",
+    "check_gemma_tokenizer",
     "default_adapter",
     "default_backend",
     "ensure_gemma_gguf",

@@ -137,3 +137,15 @@ def test_gemma_gguf_and_hf_agree_on_greedy_tokens(model_cache: Path, monkeypatch
     config = GenerationConfig(max_new_tokens=6)
     # Both run the same quantized weights (dequantized for transformers): the first words agree.
     assert hf.generate([messages], config)[0].split()[:1] == cpp.generate([messages], config)[0].split()[:1]
+
+
+def test_a_tokenizer_that_splits_the_probe_differently_from_llama_cpp_is_refused(tiny_lm_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    # A real tokenizer with another vocabulary stands for a transformers release that converts the GGUF's
+    # tokenizer wrongly (transformers 5.17 gave 42 ids for the 13-id probe).
+    other = AutoTokenizer.from_pretrained(tiny_lm_dir)
+    with pytest.raises(
+        RuntimeError, match=r"transformers 9\.9 converted .* instead of 13 .* Upgrade transformers"
+    ):
+        models.check_gemma_tokenizer(other, "9.9")

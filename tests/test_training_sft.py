@@ -84,6 +84,20 @@ def test_sft_steps_save_adapter_card_and_resume(tmp_path, tiny_lm_dir, caplog):
     assert again.wall_time_s >= result.wall_time_s  # summed over the resumed segments
 
 
+def test_max_wall_minutes_stops_and_saves_at_the_first_step_past_the_limit(tmp_path, tiny_lm_dir, caplog):
+    from affectllm.training.sft import run_sft
+
+    recipe = tiny_recipe(tmp_path, tiny_lm_dir, max_length=2048, max_steps=50, save_steps=100)
+    recipe.max_wall_minutes = 1e-6  # already past after the first step
+    with caplog.at_level(logging.INFO, logger="affectllm.training"):
+        result = run_sft(recipe)
+    out = Path(recipe.output_dir)
+    assert result.global_step == 1
+    assert (out / "checkpoint-1").is_dir()  # resumable from where it stopped
+    assert (out / "adapter_model.safetensors").is_file() and lora_b_norm(out) > 0
+    assert any("max_wall_minutes" in r.message for r in caplog.records)
+
+
 def test_dry_run_builds_rows_without_training(tmp_path, tiny_lm_dir):
     from affectllm.training.sft import run_sft
 

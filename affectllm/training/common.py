@@ -403,11 +403,14 @@ def save_run(trainer: Any, recipe: Any, base_model: str, result: TrainResult) ->
 
 class WallClock:
     """Training wall time summed over resumed segments (kept in ``output_dir/wall_time.json`` at each save),
-    so the model card of a run interrupted and resumed reports its whole cost."""
+    so the model card of a run interrupted and resumed reports its whole cost. With ``limit_s`` it also ends
+    training at the first step past that total, saving a checkpoint (the recipe's ``max_wall_minutes``)."""
 
-    def __init__(self, output_dir: Path, resuming: bool) -> None:
+    def __init__(self, output_dir: Path, resuming: bool, limit_s: float | None = None) -> None:
         import time
 
+        self.limit_s = limit_s
+        self.stopped_early = False
         self.path = output_dir / "wall_time.json"
         self.prior = 0.0
         if resuming and self.path.is_file():
@@ -431,6 +434,14 @@ class WallClock:
         clock = self
 
         class _SaveWallTime(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                # Every process stops at the same step: the decision is taken on each (their clocks agree
+                # within a step) rather than broadcast, and a lagging rank stops one step later at worst.
+                if clock.limit_s is not None and clock.total() >= clock.limit_s:
+                    clock.stopped_early = True
+                    control.should_training_stop = True
+                    control.should_save = True
+
             def on_save(self, args, state, control, **kwargs):
                 if state.is_world_process_zero:
                     clock.save()
@@ -482,12 +493,14 @@ def train_and_save(
     resume = resolve_resume(recipe.resume, output_dir)
     if resume:
         log.info("resuming from %s", resume)
-    clock = WallClock(output_dir, resuming=bool(resume))
-    if is_main_process():
-        trainer.add_callback(clock.callback())
+    limit_s = recipe.max_wall_minutes * 60 if recipe.max_wall_minutes else None
+    clock = WallClock(output_dir, resuming=bool(resume), limit_s=limit_s)
+    trainer.add_callback(clock.callback())
     train_output = trainer.train(resume_from_checkpoint=resume)
     if is_main_process():
         clock.save()
+    if clock.stopped_early:
+        log.info("stopped at step %d: the recipe's max_wall_minutes was reached", trainer.state.global_step)
     result = TrainResult(
         output_dir=output_dir,
         adapter_dir=output_dir,

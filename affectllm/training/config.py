@@ -142,6 +142,9 @@ class SFTRecipe:
     resume: bool | str = "auto"
     #: an adapter to continue training from (instead of a fresh LoRA)
     init_adapter: str | None = None
+    #: stop after this many minutes of training wall time (summed over resumed runs), saving a checkpoint and
+    #: the adapter: a stage sized for a budgeted machine ends cleanly instead of being killed mid-step
+    max_wall_minutes: float | None = None
     #: free text copied into the model card
     description: str = ""
 
@@ -163,6 +166,7 @@ class GRPORecipe:
     output_dir: str = "runs/grpo"
     resume: bool | str = "auto"
     init_adapter: str | None = None
+    max_wall_minutes: float | None = None
     description: str = ""
 
     method = "grpo"

@@ -342,8 +342,11 @@ def text_token_counter(tokenizer: Any) -> Callable[[str], int]:
 # --------------------------------------------------------------------------------------------- the builders
 
 
-def _sources_rows(data: Any, report: BuildReport) -> Iterable[tuple[Any, dict[str, Any], list[str]]]:
-    """(source, row, label_set) for every usable row of every source, holdout ids removed, limits applied."""
+def _sources_rows(
+    data: Any, report: BuildReport
+) -> Iterable[tuple[Any, dict[str, Any], list[str], tuple[str, ClipSettings, PromptSettings]]]:
+    """(source, row, label_set, source settings) for every usable row of every source, holdout ids removed,
+    limits applied. The settings are built once per source: an ``eval_task`` lookup reads every task file."""
     root = data.resolved_root()
     excluded = holdout_ids(data.holdout, root) if data.holdout else set()
     rng = random.Random(data.seed)
@@ -362,8 +365,9 @@ def _sources_rows(data: Any, report: BuildReport) -> Iterable[tuple[Any, dict[st
         if source.limit is not None:
             kept_rows = kept_rows[: source.limit]
         labels = label_set_for(source.dataset, rows)
+        settings = source_settings(data, source, labels)
         for row in kept_rows:
-            yield source, row, labels
+            yield source, row, labels, settings
 
 
 def cap_per_label(rows: Sequence[dict[str, Any]], cap: int) -> list[dict[str, Any]]:
@@ -420,9 +424,8 @@ def build_sft_rows(
     wheel_check = _wheel_gold_checker() if data.require_wheel_gold else None
     follow_rng = random.Random(data.seed + 1)
     out: list[dict[str, Any]] = []
-    for source, row, label_set in _sources_rows(data, report):
+    for source, row, label_set, (task, clip_settings, prompt_settings) in _sources_rows(data, report):
         name = f"{source.dataset}:{source.split}"
-        task, clip_settings, prompt_settings = source_settings(data, source, label_set)
         emotions = gold_emotions(row, task)
         if not emotions or (task == "closed" and not label_set):
             report.add(report.dropped_unusable, name)
@@ -490,9 +493,8 @@ def build_grpo_rows(
     cache: dict[str, dict[str, Clip]] = {}
     wheel_check = _wheel_gold_checker() if data.require_wheel_gold else None
     out: list[dict[str, Any]] = []
-    for source, row, label_set in _sources_rows(data, report):
+    for source, row, label_set, (task, clip_settings, prompt_settings) in _sources_rows(data, report):
         name = f"{source.dataset}:{source.split}"
-        task, clip_settings, prompt_settings = source_settings(data, source, label_set)
         emotions = gold_emotions(row, "ov")
         if not emotions or (task == "closed" and not (row.get("label") and label_set)):
             report.add(report.dropped_unusable, name)
