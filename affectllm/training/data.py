@@ -342,14 +342,30 @@ def text_token_counter(tokenizer: Any) -> Callable[[str], int]:
 # --------------------------------------------------------------------------------------------- the builders
 
 
-def _sources_rows(
-    data: Any, report: BuildReport
-) -> Iterable[tuple[Any, dict[str, Any], list[str], tuple[str, ClipSettings, PromptSettings]]]:
-    """(source, row, label_set, source settings) for every usable row of every source, holdout ids removed,
-    limits applied. The settings are built once per source: an ``eval_task`` lookup reads every task file."""
+@dataclass(frozen=True)
+class _PromptedRow:
+    """A source row that passed the checks both builders share, with its clip and the prompt it is shown."""
+
+    row: dict[str, Any]
+    name: str  # "dataset:split", the build report's key
+    dataset: str
+    task: str
+    label_set: list[str]
+    prompt_settings: PromptSettings
+    clip: Clip
+    messages: list[dict[str, Any]]
+    emotions: list[str]  # the gold answer in the prompt task's terms (closed: the one label)
+    rationale_mode: str  # the source's SFT rationale for rows without a human one
+
+
+def _prompted_rows(data: Any, report: BuildReport) -> Iterable[_PromptedRow]:
+    """Every usable row of every source (holdout ids removed, label caps and limits applied) with its clip and
+    messages. Settings are built once per source: an ``eval_task`` lookup reads every task file."""
     root = data.resolved_root()
     excluded = holdout_ids(data.holdout, root) if data.holdout else set()
     rng = random.Random(data.seed)
+    cache: dict[str, dict[str, Clip]] = {}
+    wheel_check = _wheel_gold_checker() if data.require_wheel_gold else None
     for source in data.sources:
         rows = load_source_rows(source, root, allow_eval_splits=data.allow_eval_splits)
         name = f"{source.dataset}:{source.split}"
@@ -364,10 +380,37 @@ def _sources_rows(
             kept_rows = cap_per_label(kept_rows, source.max_per_label)
         if source.limit is not None:
             kept_rows = kept_rows[: source.limit]
-        labels = label_set_for(source.dataset, rows)
-        settings = source_settings(data, source, labels)
+        label_set = label_set_for(source.dataset, rows)
+        task, clip_settings, prompt_settings = source_settings(data, source, label_set)
+        cues = _cues_for(source, root, cache)
         for row in kept_rows:
-            yield source, row, labels, settings
+            emotions = gold_emotions(row, task)
+            if not emotions or (task == "closed" and not label_set):
+                report.add(report.dropped_unusable, name)
+                continue
+            if wheel_check is not None and task == "ov" and not wheel_check(emotions):
+                # "neutral" and other words outside every emotion wheel score nothing in open-vocabulary
+                # evaluation; training on them teaches the model an answer that can only lose, and GRPO's
+                # ew_f1 reward could not score them.
+                report.add(report.dropped_unusable, name)
+                continue
+            clip = _usable_clip(row, clip_settings, cues, report, name)
+            if clip is None:
+                continue
+            dataset = str(row.get("dataset") or source.dataset)
+            messages = build_messages(clip, prompt_settings)
+            yield _PromptedRow(
+                row,
+                name,
+                dataset,
+                task,
+                label_set,
+                prompt_settings,
+                clip,
+                messages,
+                emotions,
+                source.rationale,
+            )
 
 
 def cap_per_label(rows: Sequence[dict[str, Any]], cap: int) -> list[dict[str, Any]]:
@@ -419,59 +462,49 @@ def build_sft_rows(
     report = report if report is not None else BuildReport()
     count_prompt = prompt_token_counter(tokenizer) if tokenizer is not None else None
     count_text = text_token_counter(tokenizer) if tokenizer is not None else None
-    root = data.resolved_root()
-    cache: dict[str, dict[str, Clip]] = {}
-    wheel_check = _wheel_gold_checker() if data.require_wheel_gold else None
     follow_rng = random.Random(data.seed + 1)
     out: list[dict[str, Any]] = []
-    for source, row, label_set, (task, clip_settings, prompt_settings) in _sources_rows(data, report):
-        name = f"{source.dataset}:{source.split}"
-        emotions = gold_emotions(row, task)
-        if not emotions or (task == "closed" and not label_set):
-            report.add(report.dropped_unusable, name)
-            continue
-        if wheel_check is not None and task == "ov" and not wheel_check(emotions):
-            # "neutral" and other words outside every emotion wheel score nothing in open-vocabulary
-            # evaluation; training on them teaches the model an answer that can only lose.
-            report.add(report.dropped_unusable, name)
-            continue
-        clip = _usable_clip(row, clip_settings, _cues_for(source, root, cache), report, name)
-        if clip is None:
-            continue
+    for item in _prompted_rows(data, report):
+        row, clip, settings = item.row, item.clip, item.prompt_settings
         if row.get("rationale"):
             rationale, origin = human_rationale(str(row["rationale"])), "human"
-        elif source.rationale == "derived":
-            rationale, origin = derived_rationale(clip, modalities=prompt_settings.modalities), "derived"
+        elif item.rationale_mode == "derived":
+            rationale, origin = derived_rationale(clip, modalities=settings.modalities), "derived"
         else:
             rationale, origin = [], "none"
-        messages = build_messages(clip, prompt_settings)
-        answer = format_answer(emotions, rationale, task=task, clip=clip)
+        answer = format_answer(item.emotions, rationale, task=item.task, clip=clip)
         if count_prompt is not None:
-            n_prompt = count_prompt(messages)
+            n_prompt = count_prompt(item.messages)
             too_long = data.max_prompt_tokens is not None and n_prompt > data.max_prompt_tokens
             if max_length is not None and n_prompt + count_text(answer) + 2 > max_length:
                 too_long = True
             if too_long:
-                report.add(report.dropped_long, name)
+                report.add(report.dropped_long, item.name)
                 continue
+        meta = {"id": str(row["id"]), "dataset": item.dataset}
+        completion = [{"role": "assistant", "content": answer}]
         out.append(
             {
-                "prompt": messages,
-                "completion": [{"role": "assistant", "content": answer}],
-                "id": str(row["id"]),
-                "dataset": str(row.get("dataset") or source.dataset),
-                "task": task,
+                "prompt": item.messages,
+                "completion": completion,
+                **meta,
+                "task": item.task,
                 "rationale_source": origin,
             }
         )
-        report.add(report.kept, name)
+        report.add(report.kept, item.name)
         if data.follow_ups and follow_rng.random() < data.follow_ups:
-            pool = label_set or ["happy", "sad", "angry", "surprised", "worried", "calm"]
-            extra = follow_up_row(clip, prompt_settings, answer, emotions, rationale, pool, follow_rng)
+            pool = item.label_set or ["happy", "sad", "angry", "surprised", "worried", "calm"]
+            extra = follow_up_row(clip, settings, answer, item.emotions, rationale, pool, follow_rng)
             if extra is not None:
-                out.append({**extra, "id": f"{row['id']}#follow-up", "dataset": str(row.get("dataset") or source.dataset),
-                            "task": "chat", "rationale_source": origin})  # fmt: skip
-                report.add(report.kept, f"{name}:follow-up")
+                follow_meta = {
+                    **meta,
+                    "id": f"{row['id']}#follow-up",
+                    "task": "chat",
+                    "rationale_source": origin,
+                }
+                out.append({**extra, **follow_meta})
+                report.add(report.kept, f"{item.name}:follow-up")
     random.Random(data.seed).shuffle(out)
     return out
 
@@ -489,44 +522,31 @@ def build_grpo_rows(
     """
     report = report if report is not None else BuildReport()
     count_prompt = prompt_token_counter(tokenizer) if tokenizer is not None else None
-    root = data.resolved_root()
-    cache: dict[str, dict[str, Clip]] = {}
-    wheel_check = _wheel_gold_checker() if data.require_wheel_gold else None
     out: list[dict[str, Any]] = []
-    for source, row, label_set, (task, clip_settings, prompt_settings) in _sources_rows(data, report):
-        name = f"{source.dataset}:{source.split}"
-        emotions = gold_emotions(row, "ov")
-        if not emotions or (task == "closed" and not (row.get("label") and label_set)):
-            report.add(report.dropped_unusable, name)
-            continue
-        if wheel_check is not None and task == "ov" and not wheel_check(emotions):
-            report.add(report.dropped_unusable, name)
-            continue
-        clip = _usable_clip(row, clip_settings, _cues_for(source, root, cache), report, name)
-        if clip is None:
-            continue
-        messages = build_messages(clip, prompt_settings)
+    for item in _prompted_rows(data, report):
         too_long = (
             count_prompt is not None
             and data.max_prompt_tokens is not None
-            and count_prompt(messages) > data.max_prompt_tokens
+            and count_prompt(item.messages) > data.max_prompt_tokens
         )
         if too_long:
-            report.add(report.dropped_long, name)
+            report.add(report.dropped_long, item.name)
             continue
+        closed = item.task == "closed"
         out.append(
             {
-                "prompt": messages,
-                "labels": emotions,
-                "label": str(row["label"]) if task == "closed" else "",
-                "label_set": list(label_set) if task == "closed" else [],
-                "evidence": [e.text for e in shown_evidence(clip, prompt_settings)],
-                "id": str(row["id"]),
-                "dataset": str(row.get("dataset") or source.dataset),
-                "task": task,
+                "prompt": item.messages,
+                # every gold label, so ew_f1 scores closed-set rows through the wheels too
+                "labels": gold_emotions(item.row, "ov"),
+                "label": item.emotions[0] if closed else "",
+                "label_set": list(item.label_set) if closed else [],
+                "evidence": [e.text for e in shown_evidence(item.clip, item.prompt_settings)],
+                "id": str(item.row["id"]),
+                "dataset": item.dataset,
+                "task": item.task,
             }
         )
-        report.add(report.kept, name)
+        report.add(report.kept, item.name)
     random.Random(data.seed).shuffle(out)
     return out
 
