@@ -175,8 +175,8 @@ def model_card(
         "The adapter affectllm's embedded default model (Gemma 3 270M, the Q4_K_M GGUF shipped on PyPI) loads",
         "unless `--adapter none` is given. It answers in affectllm's contract: open-vocabulary emotions and a",
         "rationale citing the clip's evidence lines. A 270M model is a laptop default, not a strong recogniser;",
-        "see the dev-set table for what it does. Trained with `affectllm train` on a 2-core CPU, in stages that",
-        "each continue from the adapter the stage before committed.",
+        "see the dev-set table for what it does. Trained with `affectllm train` in stages that each continue",
+        "from the adapter the stage before committed, on a 2-core CPU (stage 3 on one GPU: `train/offline_gpu_stage.sh`).",
         "",
         "## Training stages (oldest first)",
     ]
