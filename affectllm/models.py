@@ -51,14 +51,14 @@ GEMMA_CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
 )
-# Tokens that end an assistant turn in common chat formats; backends add those present in the vocabulary to
-# the end-of-sequence ids so a base model stops after its answer instead of inventing the next turn.
 # A sentence and its token ids under the GGUF's own tokenizer (llama.cpp's, the one every shipped adapter was
 # trained and is served with). transformers 5.17 converts this GGUF's tokenizer differently (42 ids instead of
 # 13), which silently trains and scores a model on prompts llama.cpp never shows it.
 TOKENIZER_PROBE = "I can't believe we won! How are you today?"
 TOKENIZER_PROBE_IDS = (236777, 740, 236789, 236745, 4646, 692, 2810, 236888, 2088, 659, 611, 3124, 236881)
 
+# Tokens that end an assistant turn in common chat formats; backends add those present in the vocabulary to
+# the end-of-sequence ids so a base model stops after its answer instead of inventing the next turn.
 TURN_END_TOKENS = ("<end_of_turn>", "<|im_end|>", "<|eot_id|>", "<|end|>")
 
 

@@ -197,6 +197,20 @@ def test_sft_ddp_equivalence(tmp_path, tiny_lm_dir):
     _compare(tmp_path, tmp_path / "one", tmp_path / "two", adapter)
 
 
+def test_max_wall_minutes_stops_every_process_at_the_same_step(tmp_path, tiny_lm_dir):
+    # A process that stopped alone would leave the other waiting in the next gradient all-reduce: the run
+    # would hang until the subprocess timeout instead of ending after its first step.
+    adapter = _initial_adapter(tiny_lm_dir, tmp_path / "init")
+    trainer = {"per_device_train_batch_size": 1, "max_steps": 50}
+    recipe = _write_recipe(tmp_path, "limited", tiny_lm_dir, adapter, "sft", trainer)
+    config = _accelerate_config(tmp_path)
+    limited = ["--max_wall_minutes", "1e-6", "--num-processes", "2", "--accelerate-config", str(config)]
+    _run(_cli("sft", "--config", str(recipe), *limited), tmp_path)
+    summary = json.loads((tmp_path / "limited" / "training_summary.json").read_text(encoding="utf-8"))
+    assert summary["global_step"] == 1
+    assert (tmp_path / "limited" / "checkpoint-1").is_dir()
+
+
 def test_grpo_ddp_equivalence(tmp_path, tiny_lm_dir):
     adapter = _initial_adapter(tiny_lm_dir, tmp_path / "init")
     trainer = {"num_generations": 2, "max_completion_length": 48, "beta": 0.0, "loss_type": "dapo"}

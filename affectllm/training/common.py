@@ -435,9 +435,11 @@ class WallClock:
 
         class _SaveWallTime(TrainerCallback):
             def on_step_end(self, args, state, control, **kwargs):
-                # Every process stops at the same step: the decision is taken on each (their clocks agree
-                # within a step) rather than broadcast, and a lagging rank stops one step later at worst.
-                if clock.limit_s is not None and clock.total() >= clock.limit_s:
+                if clock.limit_s is None:
+                    return
+                # All processes must stop at the same step, or the ones still training wait forever in the
+                # next gradient all-reduce: stop when any process's clock has passed the limit.
+                if _on_any_process(clock.total() >= clock.limit_s, args.device):
                     clock.stopped_early = True
                     control.should_training_stop = True
                     control.should_save = True
@@ -447,6 +449,18 @@ class WallClock:
                     clock.save()
 
         return _SaveWallTime()
+
+
+def _on_any_process(flag: bool, device: Any) -> bool:
+    """``flag`` OR-ed over the processes of a distributed run (one tiny all-reduce); ``flag`` itself otherwise."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    value = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def dataset_from_rows(rows: list[dict[str, Any]]):
