@@ -132,10 +132,11 @@ def run(args: argparse.Namespace) -> int:
         summary["metrics"] = {
             k: v for k, v in result.metrics.items() if k in _SHOWN or k.startswith("rewards/")
         }
-    from affectllm.training.common import is_main_process
+    from affectllm.training.common import end_distributed, is_main_process
 
     if is_main_process():  # one summary for a multi-process run, not one per process
         print(json.dumps(summary, indent=2))
+    end_distributed()
     return 0
 
 

@@ -463,6 +463,19 @@ def _on_any_process(flag: bool, device: Any) -> bool:
     return bool(value.item())
 
 
+def end_distributed() -> None:
+    """Leave a multi-process run together: each process waits for the others, then the process group is torn
+    down. A process that exits while another still holds the group open is aborted by gloo at exit
+    ("terminate called without an active exception"), which fails the launch after a finished run."""
+    try:
+        import torch.distributed as dist
+    except ImportError:  # a dry run without torch never started a process group
+        return
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def dataset_from_rows(rows: list[dict[str, Any]]):
     """A ``datasets.Dataset`` from built rows (an error naming the cause when a recipe yields nothing)."""
     if not rows:
