@@ -23,7 +23,7 @@ from typing import Any
 
 from affectllm.batch import ResumableJSONL
 from affectllm.clips import load_clips_jsonl
-from affectllm.errors import InputError
+from affectllm.errors import InputError, MissingExtraError
 from affectllm.prompting import shown_evidence
 from affectllm.records import prediction_record
 from affectllm.schema import LINGUISTIC, MODALITIES, Clip, Prediction
@@ -407,8 +407,9 @@ def score_records(records: list[dict[str, Any]], task: Task) -> dict[str, dict[s
             continue
         try:
             out[entry.name] = spec.fn(predictions=preds, references=refs, **{**extra, **entry.options})
-        except (ValueError, KeyError) as exc:
-            # A metric that cannot score this data (e.g. gold outside the label set) must not hide the others.
+        except (ValueError, KeyError, MissingExtraError) as exc:
+            # A metric that cannot score this data (e.g. gold outside the label set), or whose extra is not
+            # installed (grounding needs affectllm[embed]), must not hide the others or lose the run's scores.
             out[entry.name] = {"error": f"{type(exc).__name__}: {exc}"}
     return out
 

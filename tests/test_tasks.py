@@ -148,3 +148,22 @@ def test_score_records_feeds_each_metric_its_shape() -> None:
         "ew"
     ]
     assert ew["l1"]["f"] > 0.5 and set(ew["variants"]) >= {"M1", "W1-L1", "W5-L2"}
+
+
+def test_score_records_keeps_the_other_metrics_when_an_extra_is_missing(monkeypatch) -> None:
+    # The grounding metric embeds cues with MiniLM (affectllm[embed]); without it the EW scores must still land.
+    import affectllm.embeddings
+    from affectllm.errors import MissingExtraError
+
+    def no_embedder(*_args, **_kwargs):
+        raise MissingExtraError(
+            "sentence_transformers", "embed", "Sentence embeddings (rationale metrics, grounding)"
+        )
+
+    monkeypatch.setattr(affectllm.embeddings, "get_embedder", no_embedder)
+    ov = parse_task({"task": "ov", "dataset": {"name": "ovmerd"}, "metrics": ["ew", "grounding"]})
+    record = {**_record("a", ["happy"], ["happy"]), "rationale": [{"id": "L1", "cue": "says hi"}]}
+    record["evidence"] = ['L1 [whole clip] transcript: "hi"']
+    scores = score_records([record], ov)
+    assert scores["ew"]["l1"]["f"] == pytest.approx(1.0)
+    assert "affectllm[embed]" in scores["grounding"]["error"]
