@@ -1,13 +1,17 @@
-"""Closed label sets by likelihood: the model's log-probability of each label as its answer, not free text.
+"""Emotions by likelihood: the model's log-probability of each candidate label as its answer, not free text.
 
 Free generation lets a small model fall into one habitual answer ("neutral" for every MELD row). Here the
 answer contract's opening ``<answer>{"emotions": ["`` is written for the model, and each candidate
-``LABEL"], "rationale":`` (the label and the contract's text up to the rationale list, which makes "sad" and
-"sadness" distinct answers) is scored as the sum of its token log-probabilities. With ``calibrate``
+``LABEL"],`` (the label and the contract's text that closes it, which makes "sad" and "sadness" distinct
+answers) is scored as the sum of its token log-probabilities. With ``calibrate``
 (contextual calibration, Zhao et al. 2021, "Calibrate Before Use") the same candidates are scored on a
 content-free version of the prompt, whose evidence is "N/A", and that prior is subtracted, which removes the
 model's preference for a label whatever the input. The argmax label is then kept and generation continues
 greedily after the chosen candidate, so the answer still cites evidence ids and the normal parser reads it.
+
+Open-vocabulary answers (``choose_emotions``) score a candidate vocabulary the same way and name every word
+whose probability is close to the best one's, so a model that writes one habitual emotion still answers with
+the several its probabilities support.
 
 Backends take part through three optional methods of ``affectllm.backends.base.Backend``: ``prompt_text``,
 ``continuation_logprobs`` and ``complete``; one that lacks them raises ``ScoringUnsupported`` naming itself.
@@ -15,7 +19,9 @@ Backends take part through three optional methods of ``affectllm.backends.base.B
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -24,6 +30,7 @@ from typing import Any
 
 from affectllm.backends.base import Backend, GenerationConfig, Message
 from affectllm.prompting import ANSWER_CLOSE, format_answer
+from affectllm.resources import data_path
 from affectllm.schema import LINGUISTIC, Clip, Cue
 
 # The contract's text around the one label, taken from the writer of the contract so the two cannot drift:
@@ -32,11 +39,16 @@ _MARK = "@LABEL@"
 _TEMPLATE = format_answer([_MARK], [], task="closed")
 ANSWER_PREFIX = _TEMPLATE[: _TEMPLATE.index(_MARK)]
 _AFTER_LABEL = _TEMPLATE[_TEMPLATE.index(_MARK) + len(_MARK) :]
-# What follows the label up to the rationale list, ``"], "rationale":``: scored with the label (it closes it, so
-# "sad" and "sadness" are different answers), and the rationale is generated after it. It ends before a space,
-# where tokenizers split: ending at ``"]`` would score a token the model never writes (Gemma writes ``"],``
-# as one token), and ending at ``[`` would cut Gemma's ``' [{"'`` in two.
-LABEL_CLOSE = _AFTER_LABEL[: _AFTER_LABEL.index(" [")]
+# What closes the label, ``"],``: scored with the label (so "sad" and "sadness" are different answers), and the
+# rationale is generated after it. It ends before a space, where tokenizers split: ending at ``"]`` would
+# score a token the model never writes (Gemma writes ``"],`` as one token). The contract's next text
+# (`` "rationale":``) is left to the model: it is all but certain after a closed list, and scoring it would
+# cost three more single-token steps per candidate for no information (40 candidates: 120 steps a sample).
+LABEL_CLOSE = _AFTER_LABEL[: _AFTER_LABEL.index(" ")]
+# What is written for the model after the chosen labels, up to the rationale list (``"], "rationale":``), so
+# the rationale it generates next sits in the contract whatever it would have written there. It ends before
+# `` [``, where Gemma's ``' [{"'`` token starts.
+ANSWER_HEAD_CLOSE = _AFTER_LABEL[: _AFTER_LABEL.index(" [")]
 
 CONTENT_FREE_TEXT = "N/A"
 # Content-free priors kept per backend (weakly, so a closed backend's entries go with it). The key holds the
@@ -54,7 +66,8 @@ class ChoiceResult:
     ``scores``: each label's summed token log-probability after the answer prefix; ``calibrated``: the same
     minus the content-free prior (equal to ``scores`` without calibration); ``mean_logprobs``: the per-token
     mean of ``scores`` (for inspection: labels of different token lengths); ``prior``: the content-free
-    scores, or ``None``. ``answer_text`` is the full contract answer with the generated rationale.
+    scores, or ``None``. ``answer_text`` is the full contract answer with the generated rationale. Labels whose
+    scoring stopped early because they could not be chosen (``choose_emotions`` on llama.cpp) are absent.
     """
 
     answer_text: str
@@ -63,10 +76,12 @@ class ChoiceResult:
     calibrated: dict[str, float]
     mean_logprobs: dict[str, float] = field(default_factory=dict)
     prior: dict[str, float] | None = None
+    labels: list[str] = field(default_factory=list)  # every label the answer names, ``label`` first
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "label": self.label,
+            "labels": list(self.labels),
             "scores": _rounded(self.scores),
             "calibrated": _rounded(self.calibrated),
             "mean_logprobs": _rounded(self.mean_logprobs),
@@ -141,6 +156,84 @@ def _prior(backend: Backend, prompt: str, labels: tuple[str, ...]) -> list[float
     return cache[key]
 
 
+def _score_batch(
+    backend: Backend,
+    batch: Sequence[Sequence[Message]],
+    labels: list[str],
+    calibrate: bool,
+    content_free: Sequence[Sequence[Message]] | None,
+    prune_margin: float | None = None,
+) -> tuple[list[str], list[ChoiceResult]]:
+    """The prompts (ending in ``ANSWER_PREFIX``) and each conversation's label scores; ``label`` is the best.
+
+    ``prune_margin`` (uncalibrated scores only): the caller keeps only labels within this many nats of the
+    best, so a backend that can (``continuation_logprobs_pruned``) stops scoring the others, which are then
+    absent from ``scores``."""
+    priors: list[dict[str, float] | None] = [None] * len(batch)
+    if calibrate:
+        # Before the samples: a sequential backend's cache then ends on the sample's prompt.
+        for i, messages in enumerate(batch):
+            neutral = content_free[i] if content_free is not None else content_free_messages(messages)
+            prior_prompt = backend.prompt_text(neutral) + ANSWER_PREFIX
+            priors[i] = dict(zip(labels, _prior(backend, prior_prompt, tuple(labels)), strict=True))
+    prompts = [backend.prompt_text(m) + ANSWER_PREFIX for m in batch]
+    continuations = [label_continuation(lab) for lab in labels]
+    scored: list[list[list[float] | None]]
+    if prune_margin is not None and not calibrate and hasattr(backend, "continuation_logprobs_pruned"):
+        scored = [backend.continuation_logprobs_pruned(p, continuations, prune_margin) for p in prompts]
+    else:
+        scored = list(score_continuations(backend, prompts, continuations))
+    results: list[ChoiceResult] = []
+    for per_label, prior in zip(scored, priors, strict=True):
+        kept = [(lab, t) for lab, t in zip(labels, per_label, strict=True) if t is not None]
+        sums = {lab: sum(t) for lab, t in kept}
+        means = {lab: sum(t) / len(t) for lab, t in kept}
+        calibrated = dict(sums) if prior is None else {lab: sums[lab] - prior[lab] for lab in sums}
+        # Ties go to the earlier label of the set, so the choice is deterministic.
+        best = max(calibrated, key=lambda lab: calibrated[lab])
+        results.append(ChoiceResult("", best, sums, calibrated, means, prior, labels=[best]))
+    return prompts, results
+
+
+def _write_answers(
+    backend: Backend,
+    prompts: list[str],
+    results: list[ChoiceResult],
+    generation: GenerationConfig,
+    explain: bool,
+) -> None:
+    """Fill ``answer_text``: the chosen labels written into the contract, then (``explain``) the rationale the
+    model generates greedily after them, as it would after writing those labels itself."""
+    if not explain:
+        for result in results:
+            result.answer_text = format_answer(result.labels, [], task="ov")
+        return
+    config = GenerationConfig(
+        max_new_tokens=generation.max_new_tokens,
+        temperature=0.0,
+        seed=generation.seed,
+        stop=list(dict.fromkeys([*generation.stop, ANSWER_CLOSE])),
+        repetition_penalty=generation.repetition_penalty,
+    )
+    # The list as json.dumps writes it (``", "`` between the labels), so the text is the contract's own.
+    heads = ['", "'.join(_json_body(lab) for lab in r.labels) + ANSWER_HEAD_CLOSE for r in results]
+    tails = backend.complete([p + h for p, h in zip(prompts, heads, strict=True)], config)
+    for result, head, tail in zip(results, heads, tails, strict=True):
+        # Engines drop the stop string; the parser reads an answer cut there as a complete one.
+        result.answer_text = ANSWER_PREFIX + head + tail
+
+
+def _per_conversation(
+    backend: Backend, batch: Sequence[Sequence[Message]], content_free: Sequence[Sequence[Message]] | None
+) -> bool:
+    """Whether to go conversation by conversation: a backend that keeps one sequence's KV cache
+    (``Backend.sequential``) then continues the rationale on the cache the scoring left instead of evaluating
+    the prompt again."""
+    if content_free is not None and len(content_free) != len(batch):
+        raise ValueError("content_free needs one conversation per conversation in the batch")
+    return len(batch) > 1 and bool(getattr(backend, "sequential", False))
+
+
 def choose_labels(
     backend: Backend,
     batch: Sequence[Sequence[Message]],
@@ -150,57 +243,88 @@ def choose_labels(
     content_free: Sequence[Sequence[Message]] | None = None,
     explain: bool = True,
 ) -> list[ChoiceResult]:
-    """``choose_label`` for many conversations: one scoring call and one generation call for the batch, or
-    conversation by conversation on a backend that keeps one sequence's KV cache (``Backend.sequential``), so
-    the rationale continues on the cache the scoring left instead of evaluating the prompt again."""
+    """``choose_label`` for many conversations: one scoring call and one generation call for the batch (or one
+    conversation at a time on a sequential backend)."""
     labels = list(dict.fromkeys(str(lab) for lab in labels))
     if not labels:
         raise ValueError("choosing a label needs the label set")
-    if content_free is not None and len(content_free) != len(batch):
-        raise ValueError("content_free needs one conversation per conversation in the batch")
-    if not batch:
-        return []
-    if len(batch) > 1 and getattr(backend, "sequential", False):
+    if _per_conversation(backend, batch, content_free):
         out = []
         for i, messages in enumerate(batch):
             own = None if content_free is None else [content_free[i]]
             out += choose_labels(backend, [messages], labels, generation, calibrate, own, explain)
         return out
-    priors: list[dict[str, float] | None] = [None] * len(batch)
-    if calibrate:
-        # Before the samples: a sequential backend's cache then ends on the sample's prompt.
-        for i, messages in enumerate(batch):
-            neutral = content_free[i] if content_free is not None else content_free_messages(messages)
-            prior_prompt = backend.prompt_text(neutral) + ANSWER_PREFIX
-            priors[i] = dict(zip(labels, _prior(backend, prior_prompt, tuple(labels)), strict=True))
-    prompts = [backend.prompt_text(m) + ANSWER_PREFIX for m in batch]
-    scored = score_continuations(backend, prompts, [label_continuation(lab) for lab in labels])
-    results: list[ChoiceResult] = []
-    for per_label, prior in zip(scored, priors, strict=True):
-        sums = {lab: sum(t) for lab, t in zip(labels, per_label, strict=True)}
-        means = {lab: sum(t) / len(t) for lab, t in zip(labels, per_label, strict=True)}
-        calibrated = dict(sums) if prior is None else {lab: sums[lab] - prior[lab] for lab in labels}
-        # Ties go to the earlier label of the set, so the choice is deterministic.
-        best = max(labels, key=lambda lab: calibrated[lab])
-        results.append(ChoiceResult("", best, sums, calibrated, means, prior))
-    if explain:
-        config = GenerationConfig(
-            max_new_tokens=generation.max_new_tokens,
-            temperature=0.0,
-            seed=generation.seed,
-            stop=list(dict.fromkeys([*generation.stop, ANSWER_CLOSE])),
-            repetition_penalty=generation.repetition_penalty,
-        )
-        # The prompts already end with ANSWER_PREFIX; the model goes on after the chosen label's closing.
-        chosen = [label_continuation(r.label) for r in results]
-        tails = backend.complete([p + c for p, c in zip(prompts, chosen, strict=True)], config)
-        for result, head, tail in zip(results, chosen, tails, strict=True):
-            # Engines drop the stop string; the parser reads an answer cut there as a complete one.
-            result.answer_text = ANSWER_PREFIX + head + tail
-    else:
-        for result in results:
-            result.answer_text = format_answer([result.label], [], task="closed")
+    if not batch:
+        return []
+    prompts, results = _score_batch(backend, batch, labels, calibrate, content_free)
+    _write_answers(backend, prompts, results, generation, explain)
     return results
+
+
+def likely_set(scores: dict[str, float], max_emotions: int, min_ratio: float) -> list[str]:
+    """The labels whose probability is at least ``min_ratio`` times the best one's, best first, at most
+    ``max_emotions``; the best label always. Ties keep the candidates' order."""
+    if not scores:
+        return []
+    order = sorted(scores, key=lambda lab: -scores[lab])  # sorted() is stable: ties keep the given order
+    best = scores[order[0]]
+    # p / p_best >= min_ratio  <=>  log p - log p_best >= log min_ratio
+    floor = math.log(min_ratio) if min_ratio > 0 else -math.inf
+    return [lab for lab in order if scores[lab] - best >= floor][:max_emotions]
+
+
+def choose_emotions(
+    backend: Backend,
+    batch: Sequence[Sequence[Message]],
+    candidates: Sequence[str] | None,
+    generation: GenerationConfig,
+    max_emotions: int = 4,
+    min_ratio: float = 0.3,
+    calibrate: bool = False,
+    explain: bool = True,
+) -> list[ChoiceResult]:
+    """Open-vocabulary emotions by likelihood: every candidate word is scored as the answer (as for a closed
+    set), and the answer names the ones whose probability is close to the best one's (:func:`likely_set`).
+
+    Why: the embedded 270M model, generating freely, names one emotion per clip and repeats its favourite
+    one ("angry" for half of OV-MERD), while the gold names three on average. Its probabilities over a
+    vocabulary still rank the plausible emotions, so several can be read from one scored pass. The
+    candidates (default :func:`default_candidates`) bound the vocabulary; give a larger list for more words.
+    ``calibrate`` is off by default because on OV-MERD dev the content-free prior removed useful signal
+    (docs/training.md, stage 5c). The rationale is generated after the chosen list (``explain``). Without
+    calibration, words that cannot reach ``min_ratio`` are not scored to the end where the backend can stop
+    early (llama.cpp), and are absent from ``scores``.
+    """
+    words = list(dict.fromkeys(str(c) for c in (candidates or default_candidates())))
+    if not words:
+        raise ValueError("choosing emotions needs candidate words")
+    if max_emotions < 1:
+        raise ValueError("max_emotions must be at least 1")
+    if _per_conversation(backend, batch, None):
+        out = []
+        for messages in batch:
+            out += choose_emotions(
+                backend, [messages], words, generation, max_emotions, min_ratio, calibrate, explain
+            )
+        return out
+    if not batch:
+        return []
+    # A word below min_ratio of the best cannot be named, so its scoring may stop early (exact, see
+    # LlamaCppBackend.continuation_logprobs_pruned); its score is then absent.
+    margin = -math.log(min_ratio) if min_ratio > 0 else None
+    prompts, results = _score_batch(backend, batch, words, calibrate, None, prune_margin=margin)
+    for result in results:
+        result.labels = likely_set(result.calibrated, max_emotions, min_ratio)
+    _write_answers(backend, prompts, results, generation, explain)
+    return results
+
+
+@functools.cache
+def default_candidates() -> tuple[str, ...]:
+    """The packaged candidate vocabulary for likelihood decoding of open-vocabulary answers
+    (``affectllm/data/ov_candidates.json``; where its words come from is written in the file)."""
+    data = json.loads(data_path("ov_candidates.json").read_text(encoding="utf-8"))
+    return tuple(data["words"])
 
 
 def choose_label(
@@ -234,10 +358,13 @@ def choose_label(
 __all__ = [
     "ANSWER_PREFIX",
     "ChoiceResult",
+    "choose_emotions",
     "choose_label",
     "choose_labels",
     "content_free_clip",
     "content_free_messages",
+    "default_candidates",
     "label_continuation",
+    "likely_set",
     "score_continuations",
 ]

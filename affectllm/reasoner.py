@@ -104,15 +104,38 @@ class EmotionReasoner:
         """One clip → one parsed Prediction (``raw`` keeps the model text)."""
         return self._answer([clip], [self.messages(clip, question)])[0]
 
-    def _answer(self, clips: Sequence[Clip], conversations: list[list[Message]]) -> list[Prediction]:
-        if self.settings.task == "closed" and self.settings.closed_decoding == "likelihood":
-            from affectllm.choice import choose_labels
+    @property
+    def decoding(self) -> str:
+        """How answers are chosen: ``likelihood`` or ``generate`` (``auto`` left unresolved reads as generate)."""
+        decoding = self.settings.decoding
+        return (
+            "likelihood"
+            if decoding == "likelihood" and self.settings.task in ("ov", "closed")
+            else "generate"
+        )
 
-            choices = choose_labels(self.backend, conversations, list(self.settings.labels), self.generation)
+    def _answer(self, clips: Sequence[Clip], conversations: list[list[Message]]) -> list[Prediction]:
+        if self.decoding == "likelihood":
+            from affectllm import choice
+
+            settings = self.settings
+            if settings.task == "closed":
+                choices = choice.choose_labels(
+                    self.backend, conversations, list(settings.labels), self.generation
+                )
+            else:
+                choices = choice.choose_emotions(
+                    self.backend,
+                    conversations,
+                    settings.candidates,
+                    self.generation,
+                    max_emotions=settings.max_emotions,
+                    min_ratio=settings.min_ratio,
+                )
             out = []
-            for clip, choice in zip(clips, choices, strict=True):
-                pred = self.parse(choice.answer_text, clip)
-                pred.label_scores = dict(choice.calibrated or choice.scores)
+            for clip, chosen in zip(clips, choices, strict=True):
+                pred = self.parse(chosen.answer_text, clip)
+                pred.label_scores = dict(chosen.calibrated or chosen.scores)
                 out.append(pred)
             return out
         texts = self.backend.generate(conversations, self.generation)
@@ -278,6 +301,10 @@ class ChatSession:
 
         ``user_text=None`` on the first turn asks the task's default question (the full analysis).
         """
+        if not self.turns and self.reasoner.decoding == "likelihood":
+            # The emotions come from one scoring pass, not a decoded stream: the answer arrives whole.
+            yield self.ask(user_text)
+            return
         messages, generation = self._next(user_text)
         started = time.perf_counter()
         pieces: list[str] = []
@@ -441,5 +468,24 @@ def load_reasoner(
             name != "openai" and models.is_default_model(model) and getattr(loaded, "adapter", None) is None
         )
         few_shot = -1 if bare_base and settings.few_shot == 0 else settings.few_shot
-    settings = settings.replace(few_shot=few_shot)
+    settings = settings.replace(few_shot=few_shot, decoding=resolve_decoding(settings, loaded, model))
     return EmotionReasoner(loaded, settings, generation or default_generation(settings.task), snap_labels)
+
+
+def resolve_decoding(settings: PromptSettings, backend: Backend, model: str | None = None) -> str:
+    """What ``decoding="auto"`` means for this model: ``likelihood`` for open-vocabulary answers of the embedded
+    default model (with or without an adapter) on a backend that can score; ``generate`` otherwise.
+
+    Why by model: the 270M default, generating, names one habitual emotion per clip; ranking its own
+    probabilities over a candidate vocabulary names several and lifts EW-F on OV-MERD dev (docs/training.md,
+    stage 5c). A larger served model writes its own open-vocabulary list, which a fixed candidate list would
+    only narrow. Closed sets stay generated: likelihood did not beat generation on MELD dev.
+    """
+    from affectllm import models
+    from affectllm.backends.base import Backend as BaseBackend
+
+    if settings.decoding != "auto":
+        return settings.decoding
+    scores = type(backend).continuation_logprobs is not BaseBackend.continuation_logprobs
+    embedded = models.is_default_model(model) and getattr(backend, "name", "") in ("llamacpp", "transformers")
+    return "likelihood" if settings.task == "ov" and scores and embedded else "generate"

@@ -33,7 +33,9 @@ EXTRACTOR_ALIASES: dict[str, str] = {
     "captions": "scene",
 }
 CLIP_SOURCES: tuple[str, ...] = ("transcript", "media", "auto")
-CLOSED_DECODING: tuple[str, ...] = ("generate", "likelihood")
+# How the answer's emotions are chosen: "generate" them freely, or rank candidates by their "likelihood" as the
+# answer (``affectllm.choice``); "auto" lets ``load_reasoner`` decide by the model (see ``resolve_decoding``).
+DECODING: tuple[str, ...] = ("auto", "generate", "likelihood")
 
 
 def parse_extractors(value: str | Iterable[str] | None, where: str = "extractors") -> tuple[str, ...]:
@@ -114,8 +116,12 @@ class PromptSettings:
     - ``few_shot``: how many hand-written examples precede the clip (0 = none).
     - ``modalities`` / ``max_cue_tokens``: which evidence is shown and its token budget (ids never change).
     - ``question``: replaces the template's default question.
-    - ``closed_decoding``: for closed label sets, ``generate`` the answer freely or pick the ``likelihood``-best
-      label (backends with log-probabilities only).
+    - ``decoding``: ``generate`` the emotions freely, or choose them by ``likelihood`` (backends with
+      log-probabilities only): for ``closed`` the best label of ``labels``; for ``ov`` every word of
+      ``candidates`` (empty: ``affectllm.choice.default_candidates()``) whose probability as the answer is at
+      least ``min_ratio`` times the best one's, at most ``max_emotions`` of them, the best first. ``auto``
+      (the default) is resolved by ``load_reasoner`` from the model; a reasoner built by hand reads it as
+      ``generate``. The prompt is the same for every decoding.
     """
 
     task: str = "ov"
@@ -125,7 +131,10 @@ class PromptSettings:
     modalities: tuple[str, ...] | None = None
     max_cue_tokens: int | None = None
     question: str | None = None
-    closed_decoding: str = "generate"
+    decoding: str = "auto"
+    candidates: tuple[str, ...] = ()
+    max_emotions: int = 4
+    min_ratio: float = 0.3
 
     def __post_init__(self) -> None:
         from affectllm.prompting import normalize_task
@@ -144,11 +153,23 @@ class PromptSettings:
             not isinstance(self.max_cue_tokens, int) or self.max_cue_tokens < 1
         ):
             raise InputError(None, f"max_cue_tokens must be at least 1, not {self.max_cue_tokens}")
-        if self.closed_decoding not in CLOSED_DECODING:
+        if self.decoding not in DECODING:
+            raise InputError(None, f"decoding {self.decoding!r}: expected one of {', '.join(DECODING)}")
+        object.__setattr__(self, "candidates", tuple(dict.fromkeys(str(x) for x in self.candidates or ())))
+        if (
+            isinstance(self.max_emotions, bool)
+            or not isinstance(self.max_emotions, int)
+            or self.max_emotions < 1
+        ):
             raise InputError(
-                None,
-                f"closed_decoding {self.closed_decoding!r}: expected one of {', '.join(CLOSED_DECODING)}",
+                None, f"max_emotions must be a whole number of at least 1, not {self.max_emotions!r}"
             )
+        if (
+            isinstance(self.min_ratio, bool)
+            or not isinstance(self.min_ratio, (int, float))
+            or not (0.0 <= self.min_ratio <= 1.0)
+        ):
+            raise InputError(None, f"min_ratio must be a number between 0 and 1, not {self.min_ratio!r}")
 
     def replace(self, **changes: Any) -> PromptSettings:
         """These settings with ``changes`` applied; unknown names are refused (a typo must not pass silently)."""
@@ -160,6 +181,7 @@ class PromptSettings:
 
 __all__ = [
     "CLIP_SOURCES",
+    "DECODING",
     "EXTRACTORS",
     "ClipSettings",
     "PromptSettings",

@@ -56,7 +56,18 @@ _INPUT_KEYS = {
     "max_cue_tokens",
     "textualize",
 }
-_PROMPT_KEYS = {"task", "template", "few_shot", "labels", "question", "closed_decoding"}
+_PROMPT_KEYS = {
+    "task",
+    "template",
+    "few_shot",
+    "labels",
+    "question",
+    "decoding",
+    "closed_decoding",  # the earlier name of ``decoding``, still read
+    "candidates",
+    "max_emotions",
+    "min_ratio",
+}
 _PARSER_KEYS = {"labels"}
 _GENERATION_KEYS = {"max_new_tokens", "temperature", "top_p", "top_k", "seed", "stop"}
 _METRIC_KEYS = {"name", "options"}
@@ -237,6 +248,13 @@ def parse_task(data: dict[str, Any], path: Path | None = None) -> Task:
         labels = list(spec.labels)
     elif labels is not None and (not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)):
         raise InputError(path, "prompt.labels: 'dataset' or a list of label strings")
+    candidates = prompt.get("candidates")
+    if candidates is not None and (
+        not isinstance(candidates, list) or not all(isinstance(x, str) for x in candidates)
+    ):
+        raise InputError(path, "prompt.candidates: a list of emotion words")
+    if "decoding" in prompt and "closed_decoding" in prompt:
+        raise InputError(path, "prompt: give decoding only (closed_decoding is its earlier name)")
     few_shot = prompt.get("few_shot")
     if few_shot is not None and not isinstance(few_shot, (bool, int)):
         raise InputError(path, "prompt.few_shot: true, false, null (model default) or a number of examples")
@@ -259,7 +277,9 @@ def parse_task(data: dict[str, Any], path: Path | None = None) -> Task:
             modalities=inp.get("modalities"),
             max_cue_tokens=inp.get("max_cue_tokens"),
             question=prompt.get("question"),
-            closed_decoding=str(prompt.get("closed_decoding", "generate")),
+            decoding=str(prompt.get("decoding", prompt.get("closed_decoding", "auto"))),
+            candidates=tuple(candidates or ()),
+            **{key: prompt[key] for key in ("max_emotions", "min_ratio") if key in prompt},
         )
         ablation = parse_modalities(data.get("ablation"), "ablation")
     except InputError as exc:

@@ -52,6 +52,39 @@ def test_generate_stream_and_stop(backend) -> None:
     assert stop not in cut
 
 
+def test_pruned_scoring_is_exact_for_the_words_that_can_be_chosen(backend) -> None:
+    """Likelihood decoding stops scoring a word once it cannot come within the margin of the best: every word
+    it does score has its full scores, the rest could not have been chosen, and the chosen set is the same."""
+    import math
+
+    from affectllm.choice import ANSWER_PREFIX, choose_emotions, default_candidates, label_continuation
+    from affectllm.choice import likely_set as keep
+
+    words = list(default_candidates())
+    continuations = [label_continuation(w) for w in words]
+    prompt = backend.prompt_text(build_messages(CLIP)) + ANSWER_PREFIX
+    # From an empty cache each time: llama.cpp's numbers differ by up to ~0.3 nats when the prompt's last token
+    # is evaluated alone on a reused cache rather than in one batch with the rest.
+    backend.llm.reset()
+    full = {
+        w: sum(t)
+        for w, t in zip(words, backend.continuation_logprobs([prompt], continuations)[0], strict=True)
+    }
+    margin = -math.log(0.3)
+    backend.llm.reset()
+    pruned = backend.continuation_logprobs_pruned(prompt, continuations, margin)
+    scored = {w: sum(t) for w, t in zip(words, pruned, strict=True) if t is not None}
+    assert 0 < len(scored) < len(words)  # most words stop early
+    assert scored == pytest.approx({w: full[w] for w in scored}, abs=1e-4)
+    best = max(full.values())
+    assert all(full[w] < best - margin for w in words if w not in scored)
+    backend.llm.reset()
+    chosen = choose_emotions(
+        backend, [build_messages(CLIP)], words, GenerationConfig(max_new_tokens=8), 4, 0.3
+    )[0]
+    assert chosen.labels == keep(full, 4, 0.3) and set(chosen.scores) == set(scored)
+
+
 @pytest.mark.slow
 def test_few_shot_steers_the_base_model(backend) -> None:
     config = GenerationConfig(max_new_tokens=120, stop=list(STOP_SEQUENCES))

@@ -23,11 +23,14 @@ from affectllm.backends import GenerationConfig, get_backend
 from affectllm.backends.base import Backend, Message, ScoringUnsupported
 from affectllm.choice import (
     ANSWER_PREFIX,
+    choose_emotions,
     choose_label,
     choose_labels,
     content_free_clip,
     content_free_messages,
+    default_candidates,
     label_continuation,
+    likely_set,
     score_continuations,
 )
 from affectllm.parsing import parse_answer
@@ -162,6 +165,99 @@ def test_a_backend_without_logprobs_says_so() -> None:
 
     with pytest.raises(ScoringUnsupported, match=r"textonly backend.*free generation"):
         choose_label(TextOnly(), _messages(), LABELS, GenerationConfig())
+
+
+# ------------------------------------------------------------------------------------ open vocabulary
+
+
+def test_likely_set_keeps_the_words_near_the_best_one() -> None:
+    scores = {"sad": -1.0, "angry": -1.0 + math.log(0.5), "happy": -1.0 + math.log(0.2), "calm": -9.0}
+    assert likely_set(scores, max_emotions=4, min_ratio=0.3) == ["sad", "angry"]
+    assert likely_set(scores, max_emotions=4, min_ratio=0.1) == ["sad", "angry", "happy"]
+    assert likely_set(scores, max_emotions=1, min_ratio=0.0) == ["sad"]
+    assert likely_set(scores, max_emotions=9, min_ratio=0.0) == ["sad", "angry", "happy", "calm"]
+    # The best word always, even when the ratio admits nothing else; ties keep the given order.
+    assert likely_set({"b": -2.0, "a": -2.0}, max_emotions=4, min_ratio=1.0) == ["b", "a"]
+    assert likely_set({}, max_emotions=3, min_ratio=0.3) == []
+
+
+def test_default_candidates_are_known_to_the_emotion_wheels() -> None:
+    from affectllm.wheel import load_emotion_wheels
+
+    words = default_candidates()
+    wheels = load_emotion_wheels()
+    assert len(words) == len(set(words)) >= 20
+    assert all(wheels.in_vocabulary(w) for w in words)
+
+
+def test_open_vocabulary_answer_names_the_likely_words_and_parses(tiny) -> None:
+    generation = GenerationConfig(max_new_tokens=16, stop=["</answer>"])
+    words = ["happy", "sad", "angry", "surprised", "worried"]
+    messages = build_messages(CLIP, task="ov")
+    raw = choose_label(tiny, messages, words, generation, calibrate=False, explain=False)
+    for max_emotions, ratio in ((3, 0.0), (2, 0.9), (5, 0.0)):
+        result = choose_emotions(tiny, [messages], words, generation, max_emotions, ratio)[0]
+        # The same scores as the closed-set choice over the same words, and the set the rule reads from them.
+        assert result.scores == pytest.approx(raw.scores, abs=1e-5)
+        assert result.labels == likely_set(raw.scores, max_emotions, ratio)
+        assert result.label == result.labels[0] == raw.label
+        prefix = ANSWER_PREFIX + '", "'.join(result.labels) + '"], "rationale":'
+        assert result.answer_text.startswith(prefix)
+        assert parse_answer(result.answer_text).emotions == result.labels
+    assert len(choose_emotions(tiny, [messages], words, generation, 5, 0.0)[0].labels) == 5
+    bare = choose_emotions(tiny, [messages, messages], words, generation, 2, 0.0, explain=False)
+    assert [parse_answer(b.answer_text).emotions for b in bare] == [b.labels for b in bare]
+    assert bare[0].labels == bare[1].labels
+
+
+def test_the_reasoner_decodes_open_vocabulary_by_likelihood_and_chat_streams_it_whole(tiny) -> None:
+    from affectllm.reasoner import EmotionReasoner
+    from affectllm.settings import PromptSettings
+
+    settings = PromptSettings(
+        task="ov", decoding="likelihood", candidates=("happy", "sad", "angry"), max_emotions=3, min_ratio=0.0
+    )
+    reasoner = EmotionReasoner(tiny, settings, GenerationConfig(max_new_tokens=12, stop=["</answer>"]))
+    assert reasoner.decoding == "likelihood"
+    prediction = reasoner.predict(CLIP)
+    assert sorted(prediction.emotions) == ["angry", "happy", "sad"]
+    assert set(prediction.label_scores) == {"happy", "sad", "angry"}
+    assert prediction.emotions == sorted(prediction.label_scores, key=lambda w: -prediction.label_scores[w])
+    session = reasoner.chat(CLIP)
+    pieces = list(session.stream_reply())
+    assert len(pieces) == 1 and pieces[0] == prediction.raw
+    assert session.last_prediction.emotions == prediction.emotions
+    # "auto" unresolved (a reasoner built by hand) and the chat task generate.
+    assert EmotionReasoner(tiny, settings.replace(decoding="auto")).decoding == "generate"
+    assert EmotionReasoner(tiny, PromptSettings(task="chat", decoding="likelihood")).decoding == "generate"
+
+
+def test_auto_decoding_ranks_only_for_the_embedded_model_on_a_scoring_backend(tiny) -> None:
+    from affectllm.reasoner import resolve_decoding
+    from affectllm.settings import PromptSettings
+
+    class Embedded(Backend):
+        """Stands in for the llama.cpp backend's identity only: the decision reads its name and methods."""
+
+        name = "llamacpp"
+
+        def generate(self, batch: Any, config: GenerationConfig) -> list[str]:
+            return []
+
+        def continuation_logprobs(self, prompts: Any, continuations: Any) -> list[list[list[float]]]:
+            return []
+
+    class TextOnly(Embedded):
+        continuation_logprobs = Backend.continuation_logprobs
+
+    ov, closed = PromptSettings(task="ov"), PromptSettings(task="closed", labels=("a", "b"))
+    assert resolve_decoding(ov, Embedded()) == "likelihood"
+    assert resolve_decoding(ov, Embedded(), model="my.gguf") == "generate"  # another model writes its own
+    assert resolve_decoding(ov, TextOnly()) == "generate"
+    assert resolve_decoding(closed, Embedded()) == "generate"
+    assert resolve_decoding(ov, tiny, model="tiny") == "generate"
+    assert resolve_decoding(ov.replace(decoding="generate"), Embedded()) == "generate"
+    assert resolve_decoding(closed.replace(decoding="likelihood"), tiny) == "likelihood"
 
 
 # ---------------------------------------------------------------------------------------------- llama.cpp

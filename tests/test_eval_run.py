@@ -69,6 +69,21 @@ def test_eval_run_meld_closed_resumes_and_reports(tiny_lm: Path, tmp_path: Path,
     assert "different task/split/model/settings" in capsys.readouterr().err
 
 
+def test_eval_run_decoding_flag_overrides_the_task(tiny_lm: Path, tmp_path: Path) -> None:
+    data = tmp_path / "meld"
+    write_meld(data)
+    out = tmp_path / "out"
+    args = ["eval", "run", "--task", "meld-closed", "--data-dir", str(data), "-o", str(out), "--no-plots"]
+    assert main([*args, "--model", str(tiny_lm), "--limit", "2", "--decoding", "likelihood", *MODEL]) == 0
+    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
+    assert run["identity"]["decoding"] == "likelihood"
+    records = _lines(out / "predictions.jsonl")
+    labels = {"neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"}
+    # Every label was scored and the answer is the best calibrated one.
+    assert all(set(r["label_scores"]) == labels for r in records)
+    assert all(r["emotions"] == [max(r["label_scores"], key=r["label_scores"].get)] for r in records)
+
+
 def test_eval_run_test_split_needs_final(tiny_lm: Path, tmp_path: Path, capsys) -> None:
     write_meld(tmp_path, "test_sent_emo.csv")
     args = [

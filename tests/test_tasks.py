@@ -167,3 +167,34 @@ def test_score_records_keeps_the_other_metrics_when_an_extra_is_missing(monkeypa
     scores = score_records([record], ov)
     assert scores["ew"]["l1"]["f"] == pytest.approx(1.0)
     assert "affectllm[embed]" in scores["grounding"]["error"]
+
+
+def test_decoding_settings_come_from_the_prompt_section_and_the_earlier_key_still_reads() -> None:
+    assert parse_task(BASE).prompt.decoding == "auto"
+    closed = parse_task({**BASE, "prompt": {**BASE["prompt"], "closed_decoding": "likelihood"}})
+    assert closed.prompt.decoding == "likelihood"
+    ov = parse_task(
+        {
+            **BASE,
+            "prompt": {
+                "task": "ov",
+                "decoding": "likelihood",
+                "candidates": ["happy", "sad"],
+                "max_emotions": 2,
+                "min_ratio": 0.5,
+            },
+            "metrics": ["ew"],
+        }
+    )
+    assert (ov.prompt.candidates, ov.prompt.max_emotions, ov.prompt.min_ratio) == (("happy", "sad"), 2, 0.5)
+    both = {**BASE["prompt"], "decoding": "generate", "closed_decoding": "likelihood"}
+    with pytest.raises(InputError, match="closed_decoding is its earlier name"):
+        parse_task({**BASE, "prompt": both})
+    for bad, match in (
+        ({"decoding": "beam"}, "decoding 'beam'"),
+        ({"candidates": "happy"}, "prompt.candidates"),
+        ({"max_emotions": 0}, "max_emotions"),
+        ({"min_ratio": 2}, "min_ratio"),
+    ):
+        with pytest.raises(InputError, match=match):
+            parse_task({**BASE, "prompt": {**BASE["prompt"], **bad}})

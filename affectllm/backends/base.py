@@ -99,7 +99,7 @@ class ScoringUnsupported(NotImplementedError):
 def scoring_unsupported(backend: str, why: str) -> ScoringUnsupported:
     return ScoringUnsupported(
         f"the {backend} backend cannot score label candidates: {why}. "
-        "Choose the label by free generation instead (closed_decoding='generate')."
+        "Choose the emotions by free generation instead (decoding='generate')."
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import sys
 import tempfile
@@ -184,33 +185,76 @@ class LlamaCppBackend(Backend):
         evaluated once (reusing the KV cache of the longest common prefix with the previous call, as
         ``create_completion`` does), then each candidate one token at a time from the last logits row, and the
         context is cut back to the prompt before the next candidate."""
-        llm = self.llm
-        candidates = [llm.tokenize(c.encode("utf-8"), add_bos=False, special=False) for c in continuations]
-        if any(not ids for ids in candidates):
-            raise ValueError("a continuation to score has no tokens")
+        candidates = self._candidate_ids(continuations)
         out = []
         for prompt in prompts:
-            # Tokenized as create_completion does (BOS added, special tokens parsed), so the cache carries over.
-            ids = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
-            if len(ids) + max(len(c) for c in candidates) > llm.n_ctx():
-                raise ValueError(f"the prompt ({len(ids)} tokens) and a candidate exceed n_ctx={llm.n_ctx()}")
-            # At least the prompt's last token is evaluated again: its logits row is the one needed.
-            reused = min(llm.longest_token_prefix(llm._input_ids.tolist(), ids), len(ids) - 1)
-            llm.n_tokens = reused
-            llm.eval(ids[reused:])
-            first = self._last_logprobs()
-            scores = []
-            for candidate in candidates:
-                tokens = [float(first[candidate[0]])]
-                for j in range(1, len(candidate)):
-                    llm.eval([candidate[j - 1]])
-                    tokens.append(float(self._last_logprobs()[candidate[j]]))
-                # eval() removes the KV entries past n_tokens before it decodes, so the next candidate
-                # continues from the prompt.
-                llm.n_tokens = len(ids)
-                scores.append(tokens)
-            out.append(scores)
+            first = self._eval_prompt(prompt, candidates)
+            out.append([self._score_candidate(first, ids) for ids in candidates])
         return out
+
+    def continuation_logprobs_pruned(
+        self, prompt: str, continuations: Sequence[str], margin: float
+    ) -> list[list[float] | None]:
+        """``continuation_logprobs`` for one prompt, except that a continuation is not scored to its end once
+        its log-probability falls more than ``margin`` below the best finished one (``None`` in its place).
+
+        Exact for a caller that keeps only continuations within ``margin`` of the best (likelihood decoding
+        of open-vocabulary answers): a sum of log-probabilities only falls as tokens are added. Candidates go
+        in order of their first token's log-probability, which is free from the prompt's logits row, so the
+        best total is known early and most of the rest stop at their first token. Each token scored after the
+        first is one single-token evaluation of the model; this saves most of them.
+        """
+        candidates = self._candidate_ids(continuations)
+        first = self._eval_prompt(prompt, candidates)
+        out: list[list[float] | None] = [None] * len(candidates)
+        best = -math.inf
+        for i in sorted(range(len(candidates)), key=lambda k: -float(first[candidates[k][0]])):
+            if float(first[candidates[i][0]]) < best - margin:
+                break  # this and every later candidate start below the bar
+            tokens = self._score_candidate(first, candidates[i], floor=best - margin)
+            if tokens is not None:
+                out[i] = tokens
+                best = max(best, sum(tokens))
+        return out
+
+    def _candidate_ids(self, continuations: Sequence[str]) -> list[list[int]]:
+        candidates = [
+            self.llm.tokenize(c.encode("utf-8"), add_bos=False, special=False) for c in continuations
+        ]
+        if any(not ids for ids in candidates):
+            raise ValueError("a continuation to score has no tokens")
+        return candidates
+
+    def _eval_prompt(self, prompt: str, candidates: list[list[int]]) -> Any:
+        """Evaluate ``prompt`` (reusing the cached prefix) and return the log-probabilities after it."""
+        llm = self.llm
+        # Tokenized as create_completion does (BOS added, special tokens parsed), so the cache carries over.
+        ids = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        if len(ids) + max(len(c) for c in candidates) > llm.n_ctx():
+            raise ValueError(f"the prompt ({len(ids)} tokens) and a candidate exceed n_ctx={llm.n_ctx()}")
+        # At least the prompt's last token is evaluated again: its logits row is the one needed.
+        reused = min(llm.longest_token_prefix(llm._input_ids.tolist(), ids), len(ids) - 1)
+        llm.n_tokens = reused
+        llm.eval(ids[reused:])
+        self._prompt_tokens = len(ids)
+        return self._last_logprobs()
+
+    def _score_candidate(
+        self, first: Any, candidate: list[int], floor: float = -math.inf
+    ) -> list[float] | None:
+        """Token log-probabilities of ``candidate`` after the evaluated prompt (``first``: its logits row);
+        ``None`` as soon as their sum falls below ``floor``. The context is cut back to the prompt after."""
+        llm = self.llm
+        tokens = [float(first[candidate[0]])]
+        for j in range(1, len(candidate)):
+            if sum(tokens) < floor:
+                break
+            llm.eval([candidate[j - 1]])
+            tokens.append(float(self._last_logprobs()[candidate[j]]))
+        # eval() removes the KV entries past n_tokens before it decodes, so the next candidate continues from
+        # the prompt.
+        llm.n_tokens = self._prompt_tokens
+        return None if sum(tokens) < floor else tokens
 
     def _last_logprobs(self) -> Any:
         import numpy as np

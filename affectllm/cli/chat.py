@@ -58,6 +58,14 @@ def add_model_arguments(
         "--few-shot", dest="few_shot", action="store_true", default=None, help="prepend examples"
     )
     group.add_argument("--no-few-shot", dest="few_shot", action="store_false", help="never prepend examples")
+    group.add_argument(
+        "--decoding",
+        choices=("auto", "generate", "likelihood"),
+        default=None,
+        help="generate the emotions, or rank candidates by likelihood (auto: by model; "
+        + ("the task's value" if not decoding_defaults else "likelihood for the embedded model's ov answers")
+        + ")",
+    )
     if decoding_defaults:
         group.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
         group.add_argument(
@@ -116,6 +124,7 @@ def prompt_settings(args: argparse.Namespace):
         labels=tuple(parse_labels(args.labels) or ()),
         modalities=args.modalities,
         max_cue_tokens=args.max_cue_tokens,
+        decoding=args.decoding or "auto",
     )
 
 

@@ -111,6 +111,7 @@ def build_reasoner(task: Any, args: argparse.Namespace) -> tuple[Any, dict[str, 
         base_url=args.base_url,
         api_key_env=args.api_key_env,
         task=task,
+        settings=task.prompt.replace(decoding=args.decoding) if args.decoding else None,
         generation=generation,
         few_shot=args.few_shot,
     )
@@ -121,7 +122,7 @@ def build_reasoner(task: Any, args: argparse.Namespace) -> tuple[Any, dict[str, 
         "adapter": args.adapter
         or (str(getattr(loaded, "adapter", None)) if getattr(loaded, "adapter", None) else None),
         "few_shot": reasoner.settings.few_shot,
-        "closed_decoding": reasoner.settings.closed_decoding,
+        "decoding": reasoner.decoding,
         "max_new_tokens": generation.max_new_tokens,
         "temperature": generation.temperature,
     }

@@ -293,10 +293,7 @@ class Workbench:
             if session.turns and question is None:
                 raise InputError(None, "type a question (the first answer already analysed the clip)")
             reporter.progress("decoding the reply")
-            settings = reasoner.settings
-            if session.expects_structured_reply() and (
-                settings.task == "closed" and settings.closed_decoding == "likelihood"
-            ):
+            if session.expects_structured_reply() and reasoner.decoding == "likelihood":
                 # Label likelihoods come from one scoring pass, not a decoded stream.
                 session.ask(question)
             else:
