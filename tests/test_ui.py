@@ -147,6 +147,44 @@ def test_open_ask_and_follow_up_go_through_the_chat_session(served, tmp_path):
     assert [a["turn"] for a in info["clips"][0]["answers"]] == [0, 1]
 
 
+def test_a_ranked_first_answer_arrives_whole_with_the_ranked_emotions(tiny_lm_dir, tmp_path):
+    """Likelihood decoding (the embedded default's for open vocabulary) has no decoded stream: the page gets
+    the whole answer as one piece, then the parsed answer with the emotions the scoring chose."""
+    from affectllm.backends import GenerationConfig
+    from affectllm.settings import PromptSettings
+
+    words = ("happy", "sad", "angry")
+    settings = PromptSettings(decoding="likelihood", candidates=words, max_emotions=3, min_ratio=0.0)
+
+    def load():
+        return load_reasoner(
+            backend="transformers",
+            model=str(tiny_lm_dir),
+            adapter="none",
+            device="cpu",
+            settings=settings,
+            generation=GenerationConfig(max_new_tokens=8, stop=["</answer>"]),
+        )
+
+    workbench = Workbench(ModelSlot(load), ClipSettings(asr=None), UploadStore(1_000_000))
+    server = start_server(workbench, "127.0.0.1", 0)
+    workbench.model.start()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        page = Page(server.port)
+        clip = _opened_clip(page.open(clip=page.upload("greeting.txt", TRANSCRIPT.encode())))
+        events = page.ask(clip["key"], None)
+        tokens = [d["text"] for k, d in events if k == "token"]
+        answer = events[-1][1]
+        assert events[-1][0] == "answer" and len(tokens) == 1, events
+        assert tokens[0].startswith('<answer>{"emotions": ["')  # the contract, the chosen emotions first
+        assert sorted(answer["emotions"]) == sorted(words)  # min_ratio 0: every candidate, best first
+        assert answer["record"]["label_scores"].keys() == set(words)
+    finally:
+        server.shutdown()
+        server.close()
+
+
 def test_timeline_png_is_redrawn_with_an_answer_s_citations(served):
     page, _, _ = served
     clip = _opened_clip(page.open(clip=page.upload("greeting.txt", TRANSCRIPT.encode())))

@@ -293,18 +293,15 @@ class Workbench:
             if session.turns and question is None:
                 raise InputError(None, "type a question (the first answer already analysed the clip)")
             reporter.progress("decoding the reply")
-            if session.expects_structured_reply() and reasoner.decoding == "likelihood":
-                # Label likelihoods come from one scoring pass, not a decoded stream.
-                session.ask(question)
-            else:
-                pieces = session.stream_reply(question)
-                try:
-                    for piece in pieces:
-                        reporter.check()
-                        reporter.send("token", text=piece)
-                except Cancelled:
-                    pieces.close()  # the turn is not recorded, as when chat's Ctrl-C stops a reply
-                    raise
+            # A ranked (likelihood) first answer comes from one scoring pass: the stream yields it whole.
+            pieces = session.stream_reply(question)
+            try:
+                for piece in pieces:
+                    reporter.check()
+                    reporter.send("token", text=piece)
+            except Cancelled:
+                pieces.close()  # the turn is not recorded, as when chat's Ctrl-C stops a reply
+                raise
         answers = opened.answers()
         return self.answer_view(opened, len(answers) - 1, answers[-1])
 
