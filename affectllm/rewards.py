@@ -111,10 +111,12 @@ def ew_f1_reward(
     labels: Sequence[Any] | None = None,
     levels: Iterable[int] = (1,),
     version: str = "2025",
+    min_gold: int = 1,
     **_: Any,
 ) -> list[float | None]:
     """Per-sample emotion-wheel F (mean over the 5 wheels at the given levels) of the listed emotions
-    against the gold ``labels`` column; None where the gold maps to no wheel word (the reward abstains)."""
+    against the gold ``labels`` column; None where the gold maps to no wheel word or has fewer than
+    ``min_gold`` labels (the reward abstains; see ``ew_hit`` for single-label rows)."""
     from affectllm.metrics.ov import sample_ew_f1
 
     levels = tuple(int(level) for level in levels)
@@ -122,7 +124,7 @@ def ew_f1_reward(
     out: list[float | None] = []
     for completion, gold in zip(completions, golds, strict=True):
         gold_labels = _gold_list(gold)
-        if not gold_labels:
+        if not gold_labels or len(gold_labels) < min_gold:
             out.append(None)
             continue
         pred = _parse(completion)
@@ -131,6 +133,42 @@ def ew_f1_reward(
                 references=gold_labels, predictions=list(pred.emotions), levels=levels, version=version
             )
         )
+    return out
+
+
+def ew_hit_reward(
+    completions: list[Completion],
+    labels: Sequence[Any] | None = None,
+    version: str = "2025",
+    max_gold: int | None = None,
+    **_: Any,
+) -> list[float | None]:
+    """Per-sample MER-UniBench hit rate (:func:`affectllm.metrics.closed.hit_rate`, the evaluation code): the
+    mean over the 5 wheels at level 1 of how many gold labels the listed emotions hit (for one gold label, the
+    share of wheels on which it is hit). None where the gold maps to no wheel word or has more than
+    ``max_gold`` labels.
+
+    For single-label rows in an open-vocabulary prompt: one label is a partial annotation of a clip that may
+    show several emotions (the OV-MER premise), so an emotion the annotators did not list is not wrong, and
+    precision against one label would teach the model to name one emotion. Pair it with ``label_count``, and
+    watch for a constant hedge: a fixed pair of frequent emotions hits often whatever the input. On the embedded
+    model, hit rate plus ``label_count`` (target 2) collapsed answers to "worried, angry" within 30 steps
+    (docs/training.md, stage 6).
+    """
+    from affectllm.metrics.closed import hit_rate
+
+    golds = _column(labels, len(completions))
+    out: list[float | None] = []
+    for completion, gold in zip(completions, golds, strict=True):
+        gold_labels = _gold_list(gold)
+        if not gold_labels or (max_gold is not None and len(gold_labels) > max_gold):
+            out.append(None)
+            continue
+        pred = _parse(completion)
+        scored = hit_rate(
+            references={"x": gold_labels}, predictions={"x": list(pred.emotions)}, version=version
+        )
+        out.append(scored["hit_rate"])
     return out
 
 
@@ -257,6 +295,7 @@ REWARDS: Registry[RewardFn] = Registry(
     {
         "format": format_reward,
         "ew_f1": ew_f1_reward,
+        "ew_hit": ew_hit_reward,
         "accuracy": accuracy_reward,
         "label_count": label_count_reward,
         "length": length_reward,

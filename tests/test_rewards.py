@@ -78,6 +78,24 @@ def test_ew_f1_levels_option_changes_the_granularity():
     assert 0.0 <= both <= one <= 1.0
 
 
+def test_ew_hit_reward_is_the_hit_rate_of_one_label_and_ew_f1_can_leave_it_those_rows():
+    from affectllm.metrics.closed import hit_rate
+
+    hit = REWARDS["ew_hit"]
+    happy_sad = '<answer>{"emotions": ["happy", "sad"], "rationale": []}</answer>'
+    sad = '<answer>{"emotions": ["sad"], "rationale": []}</answer>'
+    # One gold label is partial: a second emotion costs nothing, missing the label costs everything.
+    assert hit([happy_sad, sad, NOTHING], labels=[["happy"]] * 3) == [1.0, 0.0, 0.0]
+    assert hit([happy_sad], labels=[["joyful"]]) == [
+        hit_rate(references={"x": ["joyful"]}, predictions={"x": ["happy", "sad"]})["hit_rate"]
+    ]
+    # max_gold leaves multi-label rows to ew_f1; min_gold leaves single-label rows to ew_hit.
+    assert hit([happy_sad], labels=[["happy", "sad"]], max_gold=1) == [None]
+    assert REWARDS["ew_f1"]([happy_sad], labels=[["happy"]], min_gold=2) == [None]
+    assert REWARDS["ew_f1"]([happy_sad], labels=[["happy", "sad"]], min_gold=2) == [pytest.approx(1.0)]
+    assert hit([GOOD], labels=[["neutral"]]) == [None]  # no wheel word: abstains
+
+
 def test_accuracy_reward_closed_sets_and_abstention():
     fn = REWARDS["accuracy"]
     labels = ["neutral", "joy", "anger"]

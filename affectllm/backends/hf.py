@@ -19,6 +19,46 @@ from affectllm.backends.base import (
 from affectllm.errors import InputError, require
 
 
+def continuation_token_logprobs(
+    model: Any, prompt_ids: Sequence[int], candidates: Sequence[Sequence[int]], pad_id: int = 0
+) -> list[Any]:
+    """Each candidate's per-token log-probabilities (a 1-D tensor per candidate) after ``prompt_ids``.
+
+    One forward over the prompt, then one batched forward over every candidate on the prompt's KV cache
+    (repeated once per candidate). Logits are kept only where a candidate token is predicted: a full-vocabulary
+    row for each prompt position (262k columns for Gemma) would dwarf the rest of the work. Ranked decoding
+    calls it under ``inference_mode``; candidate-set GRPO (``affectllm.training.ranked_grpo``) calls it with
+    gradients, so training and decoding score a word the same way.
+    """
+    import inspect
+
+    import torch
+
+    device = model.device
+    head = model(input_ids=torch.tensor([list(prompt_ids)], device=device), use_cache=True, logits_to_keep=1)
+    first = torch.log_softmax(head.logits[0, -1].float(), dim=-1)
+    if max(len(ids) for ids in candidates) == 1:
+        return [first[ids[0]].reshape(1) for ids in candidates]
+    # transformers 5.x names the KV cache ``cache`` (``past_key_values`` before).
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    key = "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    cache = getattr(head, key, None) or head.past_key_values
+    cache.batch_repeat_interleave(len(candidates))
+    # Each candidate's last token predicts nothing that is scored, so it is not fed. Right padding: causal
+    # attention never lets a real token see the pads that follow it, so no mask is needed.
+    longest = max(len(ids) for ids in candidates)
+    fed = torch.tensor(
+        [list(ids[:-1]) + [pad_id] * (longest - len(ids)) for ids in candidates], device=device
+    )
+    rest = model(input_ids=fed, use_cache=True, logits_to_keep=0, **{key: cache})
+    logprobs = torch.log_softmax(rest.logits.float(), dim=-1)
+    out = []
+    for row, ids in enumerate(candidates):
+        later = [logprobs[row, j - 1, ids[j]] for j in range(1, len(ids))]
+        out.append(torch.stack([first[ids[0]], *later]))
+    return out
+
+
 def _is_multimodal_config(config: Any) -> bool:
     return any(getattr(config, key, None) is not None for key in ("vision_config", "audio_config"))
 
@@ -248,40 +288,12 @@ class TransformersBackend(Backend):
             raise ValueError("a continuation to score has no tokens")
         return [self._score_after(self._prompt_ids(p), candidates) for p in prompts]
 
-    def _cache_keyword(self) -> str:
-        import inspect
-
-        model = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-
     def _score_after(self, prompt_ids: list[int], candidates: list[list[int]]) -> list[list[float]]:
-        """One forward over the prompt, then one batched forward over every candidate on the prompt's KV cache
-        (repeated once per candidate). Logits are kept only where a candidate token is predicted: a full-vocabulary row
-        for each prompt position (262k columns for Gemma) would dwarf the rest of the work."""
-        torch = self._torch
-        device = self.model.device
-        with torch.inference_mode():
-            head = self.model(
-                input_ids=torch.tensor([prompt_ids], device=device), use_cache=True, logits_to_keep=1
+        with self._torch.inference_mode():
+            scored = continuation_token_logprobs(
+                self.model, prompt_ids, candidates, pad_id=self.tokenizer.pad_token_id or 0
             )
-            first = torch.log_softmax(head.logits[0, -1].float(), dim=-1)
-            scores = [[float(first[ids[0]])] for ids in candidates]
-            longest = max(len(ids) for ids in candidates)
-            if longest == 1:
-                return scores
-            # transformers 5.x names the KV cache ``cache`` (``past_key_values`` before).
-            key = self._cache_keyword()
-            cache = getattr(head, key, None) or head.past_key_values
-            cache.batch_repeat_interleave(len(candidates))
-            # Each candidate's last token predicts nothing that is scored, so it is not fed. Right padding:
-            # causal attention never lets a real token see the pads that follow it, so no mask is needed.
-            pad = self.tokenizer.pad_token_id or 0
-            fed = torch.tensor([ids[:-1] + [pad] * (longest - len(ids)) for ids in candidates], device=device)
-            rest = self.model(input_ids=fed, use_cache=True, logits_to_keep=0, **{key: cache})
-            logprobs = torch.log_softmax(rest.logits.float(), dim=-1)
-            for row, ids in enumerate(candidates):
-                scores[row].extend(float(logprobs[row, j - 1, ids[j]]) for j in range(1, len(ids)))
-        return scores
+        return [[float(x) for x in row] for row in scored]
 
     def stream(self, messages: Sequence[Message], config: GenerationConfig) -> Iterator[str]:
         transformers = require("transformers", "transformers", "The transformers backend")

@@ -151,6 +151,32 @@ class SFTRecipe:
     method = "sft"
 
 
+ROLLOUT_KINDS = ("generate", "candidates")
+
+
+@dataclass
+class RolloutArgs:
+    """What a GRPO rollout is.
+
+    ``generate``: the policy writes whole answers (trl's ``GRPOTrainer``). ``candidates``: the policy is the
+    distribution ranked decoding reads, each candidate word's likelihood as the answer, and a rollout is a set
+    of words drawn from it (``affectllm.training.ranked_grpo``); it trains open-vocabulary prompts only.
+    """
+
+    kind: str = "generate"
+    #: candidate words (``candidates`` rollouts); None: the packaged list ranked decoding uses by default
+    candidates: list[str] | None = None
+    #: the largest set drawn
+    max_emotions: int = 4
+    #: how a set's size is drawn: "ratio" (as ranked decoding decides it: each next word joins while its
+    #: probability is near min_ratio times the first word's, softly) or "uniform" (1..max_emotions, blind to
+    #: the policy)
+    size: str = "ratio"
+    #: ranked decoding's threshold, and how soft the rollouts make it (in nats; towards 0, the hard rule)
+    min_ratio: float = 0.3
+    softness: float = 0.5
+
+
 @dataclass
 class GRPORecipe:
     """GRPO with emotion-wheel, format, count and grounding rewards, usually starting from an SFT adapter."""
@@ -161,6 +187,7 @@ class GRPORecipe:
     rewards: list[RewardSpec] = field(
         default_factory=lambda: [RewardSpec("format", 0.5, {}), RewardSpec("ew_f1", 1.0, {})]
     )
+    rollouts: RolloutArgs = field(default_factory=RolloutArgs)
     #: keyword arguments for trl.GRPOConfig (checked against the installed trl)
     trainer: dict[str, Any] = field(default_factory=dict)
     output_dir: str = "runs/grpo"
@@ -391,9 +418,43 @@ def load_recipe(
     for key, value in items:
         _apply_override(data, key, value, cls, source)
     recipe = _build(cls, data, "", source)
+    if isinstance(recipe, GRPORecipe):
+        _check_rollouts(recipe, source)
     if check_trainer_args:
         check_trainer(recipe, source)
     return recipe
+
+
+# What a candidate-set rollout has: a list of emotions, no rationale. Rewards that read the rationale or the
+# answer's text would give every rollout of a prompt the same value, which only hides a recipe mistake.
+SET_REWARDS = ("ew_f1", "ew_hit", "label_count", "accuracy")
+
+
+def _check_rollouts(recipe: GRPORecipe, source: str | None) -> None:
+    rollouts = recipe.rollouts
+    if rollouts.kind not in ROLLOUT_KINDS:
+        raise InputError(
+            source, f"rollouts.kind: expected one of {list(ROLLOUT_KINDS)}, got {rollouts.kind!r}"
+        )
+    if rollouts.max_emotions < 1:
+        raise InputError(source, "rollouts.max_emotions must be at least 1")
+    if rollouts.size not in ("ratio", "uniform"):
+        raise InputError(source, f"rollouts.size: expected ratio or uniform, got {rollouts.size!r}")
+    if not 0 < rollouts.min_ratio <= 1 or rollouts.softness <= 0:
+        raise InputError(source, "rollouts.min_ratio must be in (0, 1] and rollouts.softness positive")
+    if rollouts.kind != "candidates":
+        if rollouts.candidates is not None:
+            raise InputError(source, "rollouts.candidates only applies to rollouts.kind: candidates")
+        return
+    if rollouts.candidates is not None and len(set(rollouts.candidates)) < 2:
+        raise InputError(source, "rollouts.candidates needs at least two different words")
+    text_rewards = sorted(s.name for s in recipe.rewards if s.name not in SET_REWARDS)
+    if text_rewards:
+        raise InputError(
+            source,
+            f"rewards {text_rewards} read a generated answer's text or rationale; candidate-set rollouts "
+            f"(rollouts.kind: candidates) are lists of emotions, so use only {list(SET_REWARDS)}",
+        )
 
 
 def check_trainer(recipe: Recipe, source: str | None = None) -> None:

@@ -1,5 +1,8 @@
 """GRPO with trl's ``GRPOTrainer`` and affectllm's rewards (emotion-wheel F, format, label count, grounding).
 
+``rollouts.kind: candidates`` trains the candidate distribution ranked decoding reads instead
+(``affectllm.training.ranked_grpo``).
+
 On a CPU the policy generates its own rollouts (plain ``generate``); on GPUs set ``trainer.use_vllm: true`` with
 ``vllm_mode: colocate`` (vLLM shares the training GPUs) or ``server`` (a separate ``trl vllm-serve`` process).
 """
@@ -53,8 +56,9 @@ def run_grpo(recipe: GRPORecipe, dry_run: bool = False) -> TrainResult:
     output_dir = Path(recipe.output_dir).expanduser()
     output_dir.mkdir(parents=True, exist_ok=True)
     args = trainer_defaults(recipe)
-    _check_generation(args)
-    funcs, weights = build_rewards(recipe.rewards)
+    candidates = recipe.rollouts.kind == "candidates"
+    if not candidates:
+        _check_generation(args)
 
     base = resolve_model_path(recipe.model.name_or_path)
     tokenizer = load_tokenizer(base, recipe.model.chat_template_path, recipe.model.trust_remote_code)
@@ -63,10 +67,19 @@ def run_grpo(recipe: GRPORecipe, dry_run: bool = False) -> TrainResult:
     # Keep only what the rewards read: fewer columns, less to move between processes.
     keep = set(_KEEP) | reward_columns(recipe.rewards)
     rows = [{k: v for k, v in row.items() if k in keep} for row in rows]
+    if candidates:
+        from affectllm.training.ranked_grpo import check_rows
+
+        check_rows(rows)
     save_rows(rows, report.to_dict(), output_dir, "GRPO")
     if dry_run:
         return TrainResult(output_dir, output_dir, data=report.to_dict())
+    if candidates:
+        from affectllm.training.ranked_grpo import train_candidate_grpo
+
+        return train_candidate_grpo(recipe, rows, tokenizer, output_dir, report.to_dict())
     dataset = dataset_from_rows(rows)
+    funcs, weights = build_rewards(recipe.rewards)
 
     from trl import GRPOConfig
 
