@@ -1,4 +1,5 @@
-"""ddp_equivalence: 2 processes x per-device batch b train exactly like 1 process x batch 2b (SFT and GRPO).
+"""ddp_equivalence: 2 processes x per-device batch b train exactly like 1 process x batch 2b (SFT, GRPO and
+candidate-set GRPO).
 
 Both layouts start from the same LoRA adapter (random A *and* B, so both get gradients), train one step on the
 same 2b rows with plain SGD (lr 1, no momentum, no weight decay, clipping out of reach) and save the adapter.
@@ -95,7 +96,13 @@ def _initial_adapter(model_dir: Path, out: Path) -> Path:
 
 
 def _write_recipe(
-    tmp_path: Path, name: str, model_dir: Path, adapter: Path, method: str, trainer: dict
+    tmp_path: Path,
+    name: str,
+    model_dir: Path,
+    adapter: Path,
+    method: str,
+    trainer: dict,
+    extra: dict | None = None,
 ) -> Path:
     import yaml
 
@@ -126,6 +133,7 @@ def _write_recipe(
     }
     if method == "grpo":
         recipe["rewards"] = {"format": 0.5, "ew_f1": {"weight": 1.0, "levels": [1, 2]}, "label_count": 0.5}
+    recipe.update(extra or {})
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
     return path
@@ -238,6 +246,52 @@ def test_grpo_ddp_equivalence(tmp_path, tiny_lm_dir):
     assert summary["metrics"]["reward_std"] > 0, report  # the fixed rollouts did give non-zero advantages
 
 
+def test_candidate_grpo_ddp_equivalence(tmp_path, tiny_lm_dir):
+    """Candidate-set GRPO (``rollouts.kind: candidates``): a prompt's sets are all drawn in one process, so the
+    loss is a mean over prompts and DDP's gradient average gives the same step. The KL term to the starting
+    adapter (loaded again as the frozen reference in every process) is part of it."""
+    adapter = _initial_adapter(tiny_lm_dir, tmp_path / "init")
+    trainer = {"num_generations": 4, "beta": 0.1}
+    extra = {
+        "rollouts": {"kind": "candidates", "candidates": list(CANDIDATES), "max_emotions": 4},
+        "rewards": {"ew_f1": {"levels": [1, 2]}, "label_count": {"target": 2}},
+    }
+    one = _write_recipe(
+        tmp_path, "one", tiny_lm_dir, adapter, "grpo", {**trainer, "per_device_train_batch_size": 2}, extra
+    )
+    two = _write_recipe(
+        tmp_path, "two", tiny_lm_dir, adapter, "grpo", {**trainer, "per_device_train_batch_size": 1}, extra
+    )
+    worker = [__file__, "grpo", "--config"]
+    _run([sys.executable, *worker, str(one)], tmp_path)
+    config = _accelerate_config(tmp_path)
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
+    _run([*launch, "--num_processes", "2", *worker, str(two)], tmp_path)
+    report = _compare(tmp_path, tmp_path / "one", tmp_path / "two", adapter)
+    summary = json.loads((tmp_path / "two" / "training_summary.json").read_text(encoding="utf-8"))
+    assert summary["metrics"]["reward_std"] > 0 and summary["metrics"]["kl"] >= 0, report
+
+
+# Candidate-set GRPO: fixed trajectories (words drawn in order, how many joined) instead of sampled ones, the
+# same for every prompt; their rewards differ by the prompt's gold.
+CANDIDATES = ("happy", "excited", "angry", "sad", "surprised")
+TRAJECTORIES = (([0, 1], 1), ([1, 0, 2], 2), ([2, 3, 0, 1], 4), ([3, 2], 1))
+
+
+def _fixed_sets_trainer_class(base: type) -> type:
+    from affectllm.training.ranked_grpo import ratio_set_logprob
+
+    class FixedSetsTrainer(base):
+        def _rollouts(self, log_pi):
+            import torch
+
+            r = self.rollouts
+            logps = [ratio_set_logprob(log_pi, d, j, r.min_ratio, r.softness) for d, j in TRAJECTORIES]
+            return [d[:j] for d, j in TRAJECTORIES], torch.stack(logps)
+
+    return FixedSetsTrainer
+
+
 def _fixed_rollouts_trainer_class(base: type) -> type:
     """affectllm's GRPO trainer (``base``) whose rollouts are fixed instead of sampled: the k-th copy of a
     prompt in this process's batch gets the k-th of its row's ANSWERS (trl places a prompt's group
@@ -265,10 +319,12 @@ def _fixed_rollouts_trainer_class(base: type) -> type:
 def _worker(argv: list[str]) -> int:
     """``affectllm train grpo`` with the fixed rollouts (run by the tests, alone or under accelerate)."""
     from affectllm.cli.main import main
-    from affectllm.training import grpo
+    from affectllm.training import grpo, ranked_grpo
 
     trainer_class = grpo.cpu_logits_trainer_class()
     grpo.cpu_logits_trainer_class = lambda: _fixed_rollouts_trainer_class(trainer_class)
+    sets_class = ranked_grpo.candidate_grpo_trainer_class()
+    ranked_grpo.candidate_grpo_trainer_class = lambda: _fixed_sets_trainer_class(sets_class)
     return main(["train", *argv, "-q"])
 
 

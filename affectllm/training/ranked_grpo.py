@@ -222,7 +222,8 @@ def candidate_grpo_trainer_class():
             self.scale = str(grpo["scale_rewards"]).lower()
             self.reference_adapter = reference_adapter
             self.pad_id = self.processing_class.pad_token_id or 0
-            self.generator = torch.Generator().manual_seed(int(self.args.seed))
+            # Each process draws its own sets (the same seed everywhere would correlate their rollouts).
+            self.generator = torch.Generator().manual_seed(int(self.args.seed) + self.args.process_index)
             self._reference: dict[str, Any] = {}  # row id -> the starting policy's candidate log-probs
             self._metrics: dict[str, list[float]] = defaultdict(list)
 
