@@ -31,10 +31,14 @@ import os
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from affectllm.errors import InputError
 from affectllm.rewards import RewardSpec, score_completions
+
+if TYPE_CHECKING:
+    from affectllm.training.common import TrainResult
+    from affectllm.training.config import GRPORecipe, RolloutArgs
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +96,7 @@ def prompt_ids(tokenizer: Any, messages: Sequence[dict[str, Any]]) -> list[int]:
 
 
 def candidate_ids(tokenizer: Any, words: Sequence[str]) -> list[list[int]]:
+    """Each candidate's scored tokens (``LABEL"],``), tokenized as ranked decoding tokenizes them."""
     from affectllm.choice import label_continuation
 
     ids = [list(tokenizer(label_continuation(w), add_special_tokens=False)["input_ids"]) for w in words]
@@ -206,7 +211,7 @@ def candidate_grpo_trainer_class():
             *args: Any,
             rewards: Sequence[RewardSpec],
             candidates: Sequence[str],
-            rollouts: Any,
+            rollouts: RolloutArgs,
             grpo: dict[str, Any],
             reference_adapter: bool,
             **kwargs: Any,
@@ -215,7 +220,7 @@ def candidate_grpo_trainer_class():
             self.reward_specs = list(rewards)
             self.words = list(candidates)
             self.word_ids = candidate_ids(self.processing_class, self.words)
-            self.rollouts = rollouts  # the recipe's RolloutArgs
+            self.rollouts = rollouts
             self.num_generations = int(grpo["num_generations"])
             self.beta = float(grpo["beta"])
             self.temperature = float(grpo["temperature"])
@@ -365,6 +370,7 @@ def _rows_collator(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def check_rows(rows: Sequence[dict[str, Any]]) -> None:
+    """Refuse closed-set rows: ranked decoding, and so this trainer, answers open-vocabulary prompts only."""
     closed = sorted({r["dataset"] for r in rows if r.get("task") == "closed"})
     if closed:
         raise InputError(
@@ -375,8 +381,8 @@ def check_rows(rows: Sequence[dict[str, Any]]) -> None:
 
 
 def train_candidate_grpo(
-    recipe: Any, rows: list[dict[str, Any]], tokenizer: Any, output_dir: Path, data: dict
-):
+    recipe: GRPORecipe, rows: list[dict[str, Any]], tokenizer: Any, output_dir: Path, data: dict[str, Any]
+) -> TrainResult:
     """Train ``recipe`` (``rollouts.kind: candidates``) on built GRPO rows and save like every run."""
     from affectllm.choice import default_candidates
     from affectllm.training.common import (
@@ -418,9 +424,16 @@ def train_candidate_grpo(
 
 
 __all__ = [
+    "attach_reference",
     "candidate_grpo_trainer_class",
+    "candidate_ids",
+    "check_rows",
     "group_advantages",
+    "gumbel_order",
     "plackett_luce_logprob",
+    "prompt_ids",
+    "ratio_set_logprob",
+    "sample_ratio_sets",
     "sample_sets",
     "split_trainer_args",
     "train_candidate_grpo",
