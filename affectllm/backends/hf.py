@@ -286,14 +286,13 @@ class TransformersBackend(Backend):
         candidates = [list(self.tokenizer(c, add_special_tokens=False)["input_ids"]) for c in continuations]
         if any(not ids for ids in candidates):
             raise ValueError("a continuation to score has no tokens")
-        return [self._score_after(self._prompt_ids(p), candidates) for p in prompts]
-
-    def _score_after(self, prompt_ids: list[int], candidates: list[list[int]]) -> list[list[float]]:
+        pad = self.tokenizer.pad_token_id or 0
         with self._torch.inference_mode():
-            scored = continuation_token_logprobs(
-                self.model, prompt_ids, candidates, pad_id=self.tokenizer.pad_token_id or 0
-            )
-        return [[float(x) for x in row] for row in scored]
+            scored = [
+                continuation_token_logprobs(self.model, self._prompt_ids(p), candidates, pad_id=pad)
+                for p in prompts
+            ]
+        return [[[float(x) for x in row] for row in per_prompt] for per_prompt in scored]
 
     def stream(self, messages: Sequence[Message], config: GenerationConfig) -> Iterator[str]:
         transformers = require("transformers", "transformers", "The transformers backend")
