@@ -86,6 +86,10 @@ def test_group_advantages_centre_and_scale_within_the_group() -> None:
     scaled = group_advantages(r, "group")
     assert float(scaled.mean()) == pytest.approx(0.0, abs=1e-6)
     assert float(scaled.std()) == pytest.approx(1.0, abs=1e-3)
+    # scale_rewards batch: the std of every reward of the step, given by the caller.
+    assert group_advantages(r, "batch", torch.tensor(0.5)).tolist() == pytest.approx(
+        [1.0, -1.0, 0.0, 0.0], abs=1e-3
+    )
     # A group whose sets all earn the same teaches nothing.
     assert group_advantages(torch.ones(4), "group").abs().max() == 0
 

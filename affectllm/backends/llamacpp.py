@@ -236,7 +236,6 @@ class LlamaCppBackend(Backend):
         reused = min(llm.longest_token_prefix(llm._input_ids.tolist(), ids), len(ids) - 1)
         llm.n_tokens = reused
         llm.eval(ids[reused:])
-        self._prompt_tokens = len(ids)
         return self._last_logprobs()
 
     def _score_candidate(
@@ -245,6 +244,7 @@ class LlamaCppBackend(Backend):
         """Token log-probabilities of ``candidate`` after the evaluated prompt (``first``: its logits row);
         ``None`` as soon as their sum falls below ``floor``. The context is cut back to the prompt after."""
         llm = self.llm
+        prompt_end = llm.n_tokens  # the evaluated prompt: every candidate starts from it
         tokens = [float(first[candidate[0]])]
         for j in range(1, len(candidate)):
             if sum(tokens) < floor:
@@ -253,7 +253,7 @@ class LlamaCppBackend(Backend):
             tokens.append(float(self._last_logprobs()[candidate[j]]))
         # eval() removes the KV entries past n_tokens before it decodes, so the next candidate continues from
         # the prompt.
-        llm.n_tokens = self._prompt_tokens
+        llm.n_tokens = prompt_end
         return None if sum(tokens) < floor else tokens
 
     def _last_logprobs(self) -> Any:

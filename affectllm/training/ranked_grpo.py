@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from affectllm.errors import InputError
-from affectllm.rewards import RewardSpec, score_completions
+from affectllm.rewards import RewardSpec, reward_columns, score_completions
 
 if TYPE_CHECKING:
     from affectllm.training.common import TrainResult
@@ -182,9 +182,12 @@ def ratio_set_logprob(
     return total
 
 
-def group_advantages(rewards: Any, scale: str) -> Any:
-    """GRPO's advantages: reward minus the group mean, divided by the group's std unless ``scale`` is none."""
+def group_advantages(rewards: Any, scale: str, batch_std: Any = None) -> Any:
+    """GRPO's advantages: reward minus the group mean, divided by the group's std (``scale`` group), by
+    ``batch_std``, the std of every reward in the batch (``scale`` batch), or left unscaled (none)."""
     centred = rewards - rewards.mean()
+    if scale == "batch":
+        return centred / (batch_std + 1e-4) if batch_std is not None else centred
     if scale in ("group", "true") and rewards.numel() > 1:
         return centred / (rewards.std() + 1e-4)
     return centred
@@ -218,6 +221,7 @@ def candidate_grpo_trainer_class():
         ) -> None:
             super().__init__(*args, **kwargs)
             self.reward_specs = list(rewards)
+            self.reward_columns = sorted(reward_columns(self.reward_specs))
             self.words = list(candidates)
             self.word_ids = candidate_ids(self.processing_class, self.words)
             self.rollouts = rollouts
@@ -286,33 +290,25 @@ def candidate_grpo_trainer_class():
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             rows = inputs["rows"]
             per_prompt = []
-            groups = []
             for row in rows:
                 ids = prompt_ids(self.processing_class, row["prompt"])
                 log_pi = torch.log_softmax(self._candidate_logp(model, ids) / self.temperature, dim=0)
                 sets, set_logp = self._rollouts(log_pi)
                 answers = [set_answer([self.words[i] for i in s]) for s in sets]
-                columns = {
-                    k: [row.get(k)] * len(answers) for k in ("labels", "label", "label_set", "evidence")
-                }
+                columns = {k: [row.get(k)] * len(answers) for k in self.reward_columns}
                 totals = score_completions(answers, self.reward_specs, **columns)["total"]
                 if any(t is None for t in totals):
                     continue  # no reward applies to this row (gold outside the wheels)
                 rewards = torch.tensor(totals, dtype=log_pi.dtype)
-                groups.append(rewards)
                 per_prompt.append((row, ids, log_pi, set_logp, rewards))
             if not per_prompt:
                 # Nothing scorable in this batch: a zero loss that still touches the graph keeps DDP in step.
                 return sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
-            if self.scale == "batch":
-                pooled = torch.cat(groups)
-                std = pooled.std() + 1e-4 if pooled.numel() > 1 else 1.0
+            pooled = torch.cat([rewards for *_, rewards in per_prompt])
+            batch_std = pooled.std() if pooled.numel() > 1 else None
             losses = []
             for row, ids, log_pi, set_logp, rewards in per_prompt:
-                if self.scale == "batch":
-                    advantages = (rewards - rewards.mean()) / std
-                else:
-                    advantages = group_advantages(rewards, self.scale)
+                advantages = group_advantages(rewards, self.scale, batch_std)
                 loss = -(advantages * set_logp).mean()
                 if self.beta > 0:
                     pi = log_pi.exp()
