@@ -225,7 +225,17 @@ def wrap_lora(model: Any, recipe: Any, kind: str, gradient_checkpointing: bool):
         adapter = Path(recipe.init_adapter).expanduser()
         if not (adapter / "adapter_config.json").is_file():
             raise InputError(adapter, "init_adapter is not a PEFT adapter folder (no adapter_config.json)")
-        return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+        rank = model.peft_config["default"].r
+        if recipe.lora.enabled and rank != recipe.lora.r:
+            # The recipe's lora section shapes a fresh adapter only; say so rather than let r look ignored.
+            log.info(
+                "init_adapter %s continues at its own rank %d (lora.r %d is for a fresh adapter)",
+                adapter,
+                rank,
+                recipe.lora.r,
+            )
+        return model
     if not recipe.lora.enabled:
         return model
     config = LoraConfig(
