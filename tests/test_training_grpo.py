@@ -76,6 +76,26 @@ def test_bad_init_adapter_is_an_input_error(tmp_path, tiny_lm_dir):
         run_grpo(recipe)
 
 
+def test_init_adapter_continues_at_its_own_rank_and_says_so(tmp_path, tiny_lm_dir, caplog):
+    """A shipped adapter may be stored at a lower rank than the recipe's fresh-adapter ``lora.r`` (stage 7)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from affectllm.training.common import wrap_lora
+
+    saved = tmp_path / "rank2"
+    lora = LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_lm_dir), lora).save_pretrained(saved)
+    recipe = tiny_recipe(tmp_path, tiny_lm_dir, "grpo", num_generations=2, max_completion_length=4)
+    recipe.init_adapter = str(saved)
+    assert recipe.lora.r != 2
+    with caplog.at_level("INFO", logger="affectllm"):
+        model = wrap_lora(AutoModelForCausalLM.from_pretrained(tiny_lm_dir), recipe, "causal_lm", False)
+    assert model.peft_config["default"].r == 2
+    assert any(p.requires_grad for n, p in model.named_parameters() if "lora_A" in n)
+    assert "continues at its own rank 2" in caplog.text
+
+
 def test_cpu_completion_logps_equal_trls_fused_head(tmp_path, tiny_lm_dir):
     """On a CPU completions are scored through the model's own head for the completion positions only; the
     log-probabilities and entropies must equal trl's fused head over the whole sequence."""
