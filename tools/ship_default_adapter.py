@@ -147,10 +147,10 @@ def reduce_rank(
     return reduced, new_config, {"energy_kept_mean": sum(kept) / len(kept), "energy_kept_min": min(kept)}
 
 
-def input_second_moments(run: Path, data_root: Path, rows: int, seed: int = 1) -> dict[str, Any]:
+def input_second_moments(run: Path, method: str, data_root: Path, rows: int, seed: int = 1) -> dict[str, Any]:
     """``E[x xᵀ]`` of every LoRA module's input, with the run's adapter active, over ``rows`` of the run's own
-    training rows (prompt and answer; its recipe's data, shuffled with ``seed``). Keys are the PEFT module
-    names the adapter's weight keys start with. No evaluation data is read."""
+    training rows (its ``method`` recipe's data, shuffled with ``seed``: prompt and answer for SFT, the prompt
+    for GRPO). Keys are the PEFT module names the adapter's weight keys start with. No evaluation data is read."""
     import random
 
     import torch
@@ -159,10 +159,10 @@ def input_second_moments(run: Path, data_root: Path, rows: int, seed: int = 1) -
 
     from affectllm.training.common import load_base_model, load_tokenizer
     from affectllm.training.config import load_recipe
-    from affectllm.training.data import build_sft_rows
+    from affectllm.training.data import build_grpo_rows, build_sft_rows
 
-    recipe = load_recipe(run / "recipe.yaml", "sft", overrides=[("data.root", str(data_root))])
-    sample = build_sft_rows(recipe.data)
+    recipe = load_recipe(run / "recipe.yaml", method, overrides=[("data.root", str(data_root))])
+    sample = (build_sft_rows if method == "sft" else build_grpo_rows)(recipe.data)
     random.Random(seed).shuffle(sample)
     model_args = dataclasses.replace(recipe.model, dtype="float32")
     model, path, _ = load_base_model(model_args, training=False)
@@ -185,7 +185,8 @@ def input_second_moments(run: Path, data_root: Path, rows: int, seed: int = 1) -
     try:
         with torch.no_grad():
             for row in sample[:rows]:
-                text = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=False)
+                messages = row["prompt"] + row.get("completion", [])
+                text = tokenizer.apply_chat_template(messages, tokenize=False)
                 ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)
                 # One position's logits: those over a 262k vocabulary at every position would cost most of the pass.
                 model(**ids, logits_to_keep=1)
@@ -195,13 +196,15 @@ def input_second_moments(run: Path, data_root: Path, rows: int, seed: int = 1) -
     return {name: total / counts[name] for name, total in sums.items()}
 
 
-def reduced_copy(run: Path, rank: int, out: Path, data_root: Path | None, rows: int) -> dict[str, float]:
+def reduced_copy(
+    run: Path, method: str, rank: int, out: Path, data_root: Path | None, rows: int
+) -> dict[str, float]:
     """``run``'s adapter at ``rank`` (``reduce_rank``, whitened by ``rows`` training rows when ``data_root`` is
     given), written as a PEFT folder ``out``; returns what was kept."""
     from safetensors.torch import load_file, save_file
 
     config = json.loads((run / "adapter_config.json").read_text(encoding="utf-8"))
-    moments = input_second_moments(run, data_root, rows) if data_root is not None else None
+    moments = input_second_moments(run, method, data_root, rows) if data_root is not None else None
     weights, config, kept = reduce_rank(
         load_file(str(run / "adapter_model.safetensors")), config, rank, moments
     )
@@ -419,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         adapter = args.run
         if args.rank:
             adapter = Path(scratch) / "reduced"
-            kept = reduced_copy(args.run, args.rank, adapter, args.data_root, args.calibration_rows)
+            kept = reduced_copy(args.run, method, args.rank, adapter, args.data_root, args.calibration_rows)
             stages[-1]["rank_reduction"] = {"rank": args.rank, **kept}
         llama_cpp = llama_cpp_source(args.llama_cpp, Path(scratch) / "llama.cpp")
         convert_to_gguf(adapter, llama_cpp, staging / "adapter.gguf")
