@@ -6,8 +6,10 @@ answer contract's opening ``<answer>{"emotions": ["`` is written for the model, 
 answers) is scored as the sum of its token log-probabilities. With ``calibrate``
 (contextual calibration, Zhao et al. 2021, "Calibrate Before Use") the same candidates are scored on a
 content-free version of the prompt, whose evidence is "N/A", and that prior is subtracted, which removes the
-model's preference for a label whatever the input. The argmax label is then kept and generation continues
-greedily after the chosen candidate, so the answer still cites evidence ids and the normal parser reads it.
+model's preference for a label whatever the input. A :class:`LabelPrior` instead adds per-label offsets fitted on
+labelled rows of a training split (``fit_label_prior``), so that the choices there follow the training labels'
+frequencies. The argmax label is then kept and generation continues greedily after the chosen candidate, so the
+answer still cites evidence ids and the normal parser reads it.
 
 Open-vocabulary answers (``choose_emotions``) score a candidate vocabulary the same way and name every word
 whose probability is close to the best one's, so a model that writes one habitual emotion still answers with
@@ -91,6 +93,113 @@ class ChoiceResult:
         return out
 
 
+@dataclass(frozen=True)
+class LabelPrior:
+    """Per-label offsets that make a closed-set choice follow a label distribution (``fit_label_prior``).
+
+    ``offsets`` are added to each label's log-probability before the argmax. ``target``: the label shares the
+    offsets were fitted to (the calibration rows' gold, add-one smoothed); ``before`` / ``after``: the shares
+    of the argmax choices on those rows without and with the offsets; ``rows``: how many rows were scored.
+    """
+
+    offsets: dict[str, float]
+    target: dict[str, float]
+    before: dict[str, float]
+    after: dict[str, float]
+    rows: int
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.offsets)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            # Unrounded: a resumed run must choose with exactly these offsets.
+            "offsets": dict(self.offsets),
+            "target": _rounded(self.target),
+            "before": _rounded(self.before),
+            "after": _rounded(self.after),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LabelPrior:
+        return cls(
+            offsets={str(k): float(v) for k, v in data["offsets"].items()},
+            target={str(k): float(v) for k, v in data["target"].items()},
+            before={str(k): float(v) for k, v in data.get("before", {}).items()},
+            after={str(k): float(v) for k, v in data.get("after", {}).items()},
+            rows=int(data["rows"]),
+        )
+
+
+# The matching's softmax temperature (nats) and step count. Hard argmax shares are a step function of the
+# offsets; a soft share at a low temperature is smooth, so a fixed-point iteration converges, and at 0.05 nats
+# its shares are those of the argmax to within a row or two (a label's scores differ by tenths of a nat).
+_MATCH_TEMPERATURE = 0.05
+_MATCH_STEPS = 500
+
+
+def _shares(labels: Sequence[str], chosen: Iterable[str], rows: int) -> dict[str, float]:
+    counts = dict.fromkeys(labels, 0)
+    for label in chosen:
+        counts[label] += 1
+    return {lab: counts[lab] / rows for lab in labels}
+
+
+def _argmax(scores: dict[str, float], offsets: dict[str, float]) -> str:
+    return max(offsets, key=lambda lab: scores[lab] + offsets[lab])
+
+
+def fit_label_prior(scores: Sequence[dict[str, float]], gold: Sequence[str]) -> LabelPrior:
+    """Offsets under which the argmax choices on labelled rows occur as often as their gold labels do.
+
+    ``scores``: each row's label log-probabilities (every label of the set, as ``ChoiceResult.scores``);
+    ``gold``: each row's label. Why match the *choices*: a small model's argmax favours its likeliest labels
+    beyond their probability (EmoryNLP dev, the embedded adapter: "neutral" for 45 % of rows, gold 34 %, and
+    "powerful" never). Subtracting a content-free prior over-corrects (docs/training.md); adding log gold share
+    minus log mean probability (the Bayes prior shift) fixes the probabilities but not the argmax, which then
+    says "neutral" even more often. Matching the choices to the training split's label frequencies moves each
+    decision boundary just as far as those frequencies ask. Gold shares are add-one smoothed, so a label absent
+    from the rows keeps a small share instead of an infinite offset.
+    """
+    if not scores:
+        raise ValueError("fitting a label prior needs scored rows")
+    if len(scores) != len(gold):
+        raise ValueError("fit_label_prior needs one gold label per scored row")
+    labels = list(scores[0])
+    unknown = sorted({g for g in gold if g not in labels})
+    if unknown:
+        raise ValueError(f"gold labels outside the label set: {', '.join(unknown)}")
+    if any(set(row) != set(labels) for row in scores):
+        raise ValueError("every row needs a score for every label")
+    n = len(scores)
+    counts = _shares(labels, gold, 1)
+    target = {lab: (counts[lab] + 1) / (n + len(labels)) for lab in labels}
+    offsets = dict.fromkeys(labels, 0.0)
+    t = _MATCH_TEMPERATURE
+    for _ in range(_MATCH_STEPS):
+        soft = dict.fromkeys(labels, 0.0)
+        for row in scores:
+            z = {lab: (row[lab] + offsets[lab]) / t for lab in labels}
+            top = max(z.values())
+            weights = {lab: math.exp(v - top) for lab, v in z.items()}
+            total = sum(weights.values())
+            for lab in labels:
+                soft[lab] += weights[lab] / total / n
+        # A label chosen too rarely gets a larger offset, in proportion to how far off its share is (in log).
+        for lab in labels:
+            offsets[lab] += 0.5 * t * (math.log(target[lab]) - math.log(max(soft[lab], 1e-12)))
+    zero = dict.fromkeys(labels, 0.0)
+    return LabelPrior(
+        offsets=offsets,
+        target=target,
+        before=_shares(labels, (_argmax(row, zero) for row in scores), n),
+        after=_shares(labels, (_argmax(row, offsets) for row in scores), n),
+        rows=n,
+    )
+
+
 def _rounded(values: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 4) for k, v in values.items()}
 
@@ -160,7 +269,7 @@ def _score_batch(
     backend: Backend,
     batch: Sequence[Sequence[Message]],
     labels: list[str],
-    calibrate: bool,
+    calibrate: bool | LabelPrior,
     content_free: Sequence[Sequence[Message]] | None,
     prune_margin: float | None = None,
 ) -> tuple[list[str], list[ChoiceResult]]:
@@ -170,7 +279,14 @@ def _score_batch(
     best, so a backend that can (``continuation_logprobs_pruned``) stops scoring the others, which are then
     absent from ``scores``."""
     priors: list[dict[str, float] | None] = [None] * len(batch)
-    if calibrate:
+    if isinstance(calibrate, LabelPrior):
+        if set(calibrate.labels) != set(labels):
+            raise ValueError(
+                f"the label prior was fitted for {', '.join(calibrate.labels)}, not for {', '.join(labels)}"
+            )
+        # A fitted prior is subtracted like the content-free one: calibrated = scores - prior.
+        priors = [{lab: -calibrate.offsets[lab] for lab in labels}] * len(batch)
+    elif calibrate:
         # Before the samples: a sequential backend's cache then ends on the sample's prompt.
         for i, messages in enumerate(batch):
             neutral = content_free[i] if content_free is not None else content_free_messages(messages)
@@ -179,7 +295,7 @@ def _score_batch(
     prompts = [backend.prompt_text(m) + ANSWER_PREFIX for m in batch]
     continuations = [label_continuation(lab) for lab in labels]
     scored: list[list[list[float] | None]]
-    if prune_margin is not None and not calibrate and hasattr(backend, "continuation_logprobs_pruned"):
+    if prune_margin is not None and calibrate is False and hasattr(backend, "continuation_logprobs_pruned"):
         scored = [backend.continuation_logprobs_pruned(p, continuations, prune_margin) for p in prompts]
     else:
         scored = list(score_continuations(backend, prompts, continuations))
@@ -239,7 +355,7 @@ def choose_labels(
     batch: Sequence[Sequence[Message]],
     labels: Sequence[str],
     generation: GenerationConfig,
-    calibrate: bool = True,
+    calibrate: bool | LabelPrior = True,
     content_free: Sequence[Sequence[Message]] | None = None,
     explain: bool = True,
 ) -> list[ChoiceResult]:
@@ -332,17 +448,17 @@ def choose_label(
     messages: Sequence[Message],
     labels: Sequence[str],
     generation: GenerationConfig,
-    calibrate: bool = True,
+    calibrate: bool | LabelPrior = True,
     content_free: Sequence[Message] | None = None,
     explain: bool = True,
 ) -> ChoiceResult:
     """Pick the label of a closed set that the model finds most likely as its answer to ``messages``.
 
-    ``calibrate`` subtracts the label scores on a content-free prompt (``content_free``, default
+    ``calibrate=True`` subtracts the label scores on a content-free prompt (``content_free``, default
     ``content_free_messages(messages)``); the prior is cached per backend and content-free prompt, so a run over
-    a dataset pays for it once. ``explain`` continues the answer greedily after the chosen label to write the
-    rationale (up to ``generation.max_new_tokens``, stopping at ``</answer>``); without it the answer has an
-    empty rationale. Raises ``ScoringUnsupported`` for a backend without log-probabilities.
+    a dataset pays for it once. A :class:`LabelPrior` adds its fitted offsets instead; ``False``: raw scores.
+    ``explain`` continues the answer greedily after the chosen label to write the rationale (up to
+    ``generation.max_new_tokens``, stopping at ``</answer>``); without it the answer has an empty rationale. Raises ``ScoringUnsupported`` for a backend without log-probabilities.
     """
     return choose_labels(
         backend,
@@ -358,12 +474,14 @@ def choose_label(
 __all__ = [
     "ANSWER_PREFIX",
     "ChoiceResult",
+    "LabelPrior",
     "choose_emotions",
     "choose_label",
     "choose_labels",
     "content_free_clip",
     "content_free_messages",
     "default_candidates",
+    "fit_label_prior",
     "label_continuation",
     "likely_set",
     "score_continuations",

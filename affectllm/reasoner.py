@@ -13,13 +13,16 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from affectllm.backends.base import Backend, GenerationConfig, Message
 from affectllm.errors import InputError
 from affectllm.prompting import ANSWER_CLOSE, ANSWER_OPEN
 from affectllm.schema import Clip, Media, Prediction
 from affectllm.settings import PromptSettings
+
+if TYPE_CHECKING:
+    from affectllm.choice import LabelPrior
 
 DEFAULT_MAX_NEW_TOKENS = 384
 
@@ -59,6 +62,8 @@ class EmotionReasoner:
         self.generation = generation or default_generation(self.settings.task)
         self.snap_labels = snap_labels
         self.num_frames = num_frames
+        # Fitted offsets for ``calibration: label_prior`` (``fit_label_prior``); None until fitted.
+        self.label_prior: LabelPrior | None = None
         self.send_media = (
             bool(getattr(backend, "supports_images", False) or getattr(backend, "supports_audio", False))
             if send_media is None
@@ -121,7 +126,11 @@ class EmotionReasoner:
             settings = self.settings
             if settings.task == "closed":
                 choices = choice.choose_labels(
-                    self.backend, conversations, list(settings.labels), self.generation
+                    self.backend,
+                    conversations,
+                    list(settings.labels),
+                    self.generation,
+                    calibrate=self._closed_calibration(),
                 )
             else:
                 choices = choice.choose_emotions(
@@ -140,6 +149,36 @@ class EmotionReasoner:
             return out
         texts = self.backend.generate(conversations, self.generation)
         return [self.parse(text, clip) for clip, text in zip(clips, texts, strict=True)]
+
+    def _closed_calibration(self) -> bool | LabelPrior:
+        calibration = self.settings.calibration
+        if calibration != "label_prior":
+            return calibration == "content_free"
+        if self.label_prior is None:
+            raise InputError(
+                None,
+                "calibration 'label_prior' needs a prior fitted on labelled rows: `affectllm eval run` fits it "
+                "on the task's training split; from Python call EmotionReasoner.fit_label_prior(clips, gold)",
+            )
+        return self.label_prior
+
+    def fit_label_prior(self, clips: Sequence[Clip], gold: Sequence[str], batch_size: int = 8) -> LabelPrior:
+        """Fit (and keep) the ``label_prior`` calibration of a closed label set on labelled clips of a training
+        split: each clip's label scores without a rationale, then ``affectllm.choice.fit_label_prior``."""
+        from affectllm import choice
+
+        labels = list(self.settings.labels)
+        if self.settings.task != "closed" or not labels:
+            raise InputError(None, "a label prior needs a closed label set (task 'closed' with labels)")
+        scores: list[dict[str, float]] = []
+        for start in range(0, len(clips), batch_size):
+            batch = [self.messages(clip) for clip in clips[start : start + batch_size]]
+            results = choice.choose_labels(
+                self.backend, batch, labels, self.generation, calibrate=False, explain=False
+            )
+            scores += [r.scores for r in results]
+        self.label_prior = choice.fit_label_prior(scores, list(gold))
+        return self.label_prior
 
     def predict_batch(
         self,
@@ -479,7 +518,8 @@ def resolve_decoding(settings: PromptSettings, backend: Backend, model: str | No
     Why by model: the 270M default, generating, names one habitual emotion per clip; ranking its own
     probabilities over a candidate vocabulary names several and lifts EW-F on OV-MERD dev (docs/training.md,
     stage 5c). A larger served model writes its own open-vocabulary list, which a fixed candidate list would
-    only narrow. Closed sets stay generated: likelihood did not beat generation on MELD dev.
+    only narrow. Closed sets stay generated: a closed choice is as good as its calibration, and the one that
+    pays (``label_prior``) needs labelled rows, so the tasks that have them ask for likelihood themselves.
     """
     from affectllm import models
     from affectllm.backends.base import Backend as BaseBackend

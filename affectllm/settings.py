@@ -36,6 +36,9 @@ CLIP_SOURCES: tuple[str, ...] = ("transcript", "media", "auto")
 # How the answer's emotions are chosen: "generate" them freely, or rank candidates by their "likelihood" as the
 # answer (``affectllm.choice``); "auto" lets ``load_reasoner`` decide by the model (see ``resolve_decoding``).
 DECODING: tuple[str, ...] = ("auto", "generate", "likelihood")
+# How a closed-set likelihood choice corrects the model's label preferences (``affectllm.choice``): against a
+# "content_free" prompt, not at all ("none"), or by a "label_prior" fitted on a labelled training split.
+CALIBRATION: tuple[str, ...] = ("content_free", "none", "label_prior")
 
 
 def parse_extractors(value: str | Iterable[str] | None, where: str = "extractors") -> tuple[str, ...]:
@@ -122,6 +125,10 @@ class PromptSettings:
       least ``min_ratio`` times the best one's, at most ``max_emotions`` of them, the best first. ``auto``
       (the default) is resolved by ``load_reasoner`` from the model; a reasoner built by hand reads it as
       ``generate``. The prompt is the same for every decoding.
+    - ``calibration`` (closed sets chosen by likelihood): subtract the scores on a ``content_free`` prompt,
+      use the raw scores (``none``), or add a ``label_prior`` (``affectllm.choice.fit_label_prior``) fitted on
+      ``calibration_rows`` labelled rows of the dataset's training split (``affectllm eval run`` fits it;
+      from Python, ``EmotionReasoner.fit_label_prior``).
     """
 
     task: str = "ov"
@@ -135,6 +142,8 @@ class PromptSettings:
     candidates: tuple[str, ...] = ()
     max_emotions: int = 4
     min_ratio: float = 0.3
+    calibration: str = "content_free"
+    calibration_rows: int = 400
 
     def __post_init__(self) -> None:
         from affectllm.prompting import normalize_task
@@ -155,15 +164,15 @@ class PromptSettings:
             raise InputError(None, f"max_cue_tokens must be at least 1, not {self.max_cue_tokens}")
         if self.decoding not in DECODING:
             raise InputError(None, f"decoding {self.decoding!r}: expected one of {', '.join(DECODING)}")
-        object.__setattr__(self, "candidates", tuple(dict.fromkeys(str(x) for x in self.candidates or ())))
-        if (
-            isinstance(self.max_emotions, bool)
-            or not isinstance(self.max_emotions, int)
-            or self.max_emotions < 1
-        ):
+        if self.calibration not in CALIBRATION:
             raise InputError(
-                None, f"max_emotions must be a whole number of at least 1, not {self.max_emotions!r}"
+                None, f"calibration {self.calibration!r}: expected one of {', '.join(CALIBRATION)}"
             )
+        for name in ("calibration_rows", "max_emotions"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(None, f"{name} must be a whole number of at least 1, not {value!r}")
+        object.__setattr__(self, "candidates", tuple(dict.fromkeys(str(x) for x in self.candidates or ())))
         if (
             isinstance(self.min_ratio, bool)
             or not isinstance(self.min_ratio, (int, float))
@@ -180,6 +189,7 @@ class PromptSettings:
 
 
 __all__ = [
+    "CALIBRATION",
     "CLIP_SOURCES",
     "DECODING",
     "EXTRACTORS",

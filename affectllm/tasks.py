@@ -67,6 +67,8 @@ _PROMPT_KEYS = {
     "candidates",
     "max_emotions",
     "min_ratio",
+    "calibration",
+    "calibration_rows",
 }
 _PARSER_KEYS = {"labels"}
 _GENERATION_KEYS = {"max_new_tokens", "temperature", "top_p", "top_k", "seed", "stop"}
@@ -279,7 +281,11 @@ def parse_task(data: dict[str, Any], path: Path | None = None) -> Task:
             question=prompt.get("question"),
             decoding=str(prompt.get("decoding", prompt.get("closed_decoding", "auto"))),
             candidates=tuple(candidates or ()),
-            **{key: prompt[key] for key in ("max_emotions", "min_ratio") if key in prompt},
+            **{
+                key: prompt[key]
+                for key in ("max_emotions", "min_ratio", "calibration", "calibration_rows")
+                if key in prompt
+            },
         )
         ablation = parse_modalities(data.get("ablation"), "ablation")
     except InputError as exc:
@@ -534,12 +540,88 @@ def _check_output_dir(out: Path, identity: dict[str, Any], overwrite: bool) -> N
                 f"(previous: {previous.get('identity')})",
             )
     if overwrite:
-        for name in ("predictions.jsonl", "metrics.json", "run.json", "report.md"):
+        for name in ("predictions.jsonl", "metrics.json", "run.json", "report.md", LABEL_PRIOR_FILE):
             (out / name).unlink(missing_ok=True)
         for old in (out / "ablation").glob("*.jsonl") if (out / "ablation").is_dir() else []:
             old.unlink()
     out.mkdir(parents=True, exist_ok=True)
     run_file.write_text(json.dumps({"identity": identity}, indent=2) + "\n", encoding="utf-8")
+
+
+# Where a run keeps the label prior it fitted, so a resumed run chooses with the same offsets.
+LABEL_PRIOR_FILE = "label_prior.json"
+# The split a label prior is fitted on: labelled rows the model may have been trained on, never dev or test.
+CALIBRATION_SPLIT = "train"
+
+
+def calibration_rows(task: Task, data_dir: str | Path, n: int) -> list[dict[str, Any]]:
+    """``n`` labelled rows of the task's dataset's training split, drawn with a fixed seed (a split's first rows
+    often come from one dialogue), for fitting a label prior."""
+    import random
+
+    from affectllm.datasets import get_dataset
+
+    spec = get_dataset(task.dataset)
+    if CALIBRATION_SPLIT not in spec.splits:
+        raise InputError(
+            None,
+            f"calibration 'label_prior' is fitted on a {CALIBRATION_SPLIT} split, and dataset {spec.name} has "
+            f"none ({', '.join(spec.splits)}); choose calibration content_free or none",
+        )
+    labels = set(task.prompt.labels)
+    try:
+        rows = [r for r in task_rows(task, data_dir, CALIBRATION_SPLIT) if r.get("label") in labels]
+    except InputError as exc:
+        raise InputError(
+            exc.path, f"calibration 'label_prior' is fitted on the {CALIBRATION_SPLIT} split: {exc.problem}"
+        ) from None
+    if not rows:
+        raise InputError(
+            None, f"calibration 'label_prior': the {CALIBRATION_SPLIT} split has no labelled rows"
+        )
+    random.Random(0).shuffle(rows)
+    return rows[:n]
+
+
+def prepare_label_prior(
+    task: Task, reasoner: Any, data_dir: str | Path, out: Path, say: Callable[[str], None]
+) -> Any:
+    """Fit the reasoner's label prior when its settings ask for one (closed set, likelihood, ``label_prior``)
+    and it has none; kept in ``out`` so that a resumed run reuses it. Returns the prior, or None."""
+    from affectllm.choice import LabelPrior
+
+    settings = reasoner.settings
+    if (
+        reasoner.decoding != "likelihood"
+        or settings.task != "closed"
+        or settings.calibration != "label_prior"
+    ):
+        return None
+    if reasoner.label_prior is not None:
+        return reasoner.label_prior
+    path = out / LABEL_PRIOR_FILE
+    fitted_on = {
+        "split": CALIBRATION_SPLIT,
+        "rows": settings.calibration_rows,
+        "labels": list(settings.labels),
+    }
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+            if saved.get("fitted_on") == fitted_on:
+                reasoner.label_prior = LabelPrior.from_dict(saved)
+                say(f"{task.name}: label prior read from {path}")
+                return reasoner.label_prior
+        except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
+            # Only this run wrote it; refitting costs minutes, not results.
+            say(f"{task.name}: {path} is unreadable ({exc!r}); fitting the label prior again")
+    rows = calibration_rows(task, data_dir, settings.calibration_rows)
+    say(f"{task.name}: fitting the label prior on {len(rows)} rows of the {CALIBRATION_SPLIT} split")
+    prior = reasoner.fit_label_prior([build_clip(r, task) for r in rows], [r["label"] for r in rows])
+    path.write_text(
+        json.dumps({"fitted_on": fitted_on, **prior.to_dict()}, indent=2) + "\n", encoding="utf-8"
+    )
+    return prior
 
 
 def generation_config(task: Task, overrides: dict[str, Any] | None = None) -> Any:
@@ -625,6 +707,7 @@ def run_task(
         + (" [FINAL test split]" if is_test else "")
     )
     started = time.perf_counter()
+    label_prior = prepare_label_prior(task, reasoner, data_dir, out, say)
     # One unreadable clip must not stop the benchmark: it is recorded as failed and scored as an empty answer.
     _predict_rows(
         reasoner, rows, lambda r: build_clip(r, task, precomputed), writer, batch_size, task.name, progress
@@ -690,6 +773,7 @@ def run_task(
                 "source": task.clip.source,
                 "modalities": task.prompt.modalities,
                 "context": task.clip.context,
+                "label_prior": label_prior.to_dict() if label_prior is not None else None,
                 "seconds": round(elapsed, 2),
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             },

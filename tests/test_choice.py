@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -23,12 +24,14 @@ from affectllm.backends import GenerationConfig, get_backend
 from affectllm.backends.base import Backend, Message, ScoringUnsupported
 from affectllm.choice import (
     ANSWER_PREFIX,
+    LabelPrior,
     choose_emotions,
     choose_label,
     choose_labels,
     content_free_clip,
     content_free_messages,
     default_candidates,
+    fit_label_prior,
     label_continuation,
     likely_set,
     score_continuations,
@@ -126,6 +129,53 @@ def test_calibration_subtracts_the_content_free_prior(tiny) -> None:
         )
     }
     assert raw.mean_logprobs == pytest.approx(means, abs=1e-5)
+
+
+def test_label_prior_makes_the_choices_follow_the_gold_frequencies() -> None:
+    """A scorer biased 0.3 nats towards "a" chooses it for most rows; fitted on rows whose gold is half "a",
+    half "b", the offsets split the choices at the gold's shares."""
+    import random
+
+    rng = random.Random(1)
+    scores, gold = [], []
+    for i in range(200):
+        signal = rng.gauss(0.0, 0.2)
+        scores.append({"a": -0.5 + 0.3 - signal, "b": -0.5 + signal, "c": -4.0 + rng.gauss(0.0, 0.2)})
+        gold.append("a" if i % 2 else "b")
+    prior = fit_label_prior(scores, gold)
+    assert prior.before["a"] > 0.7 and prior.before["c"] == 0.0
+    # Add-one smoothing: c, never gold, keeps a small target share instead of an infinite offset.
+    assert prior.target == pytest.approx({"a": 101 / 203, "b": 101 / 203, "c": 1 / 203})
+    assert prior.after["a"] == pytest.approx(prior.target["a"], abs=0.02)
+    assert prior.after["b"] == pytest.approx(prior.target["b"], abs=0.02)
+    assert prior.after["c"] <= 0.01
+    # The a/b boundary moves to the median margin of these rows (about the scorer's 0.3-nat bias).
+    median = statistics.median(row["a"] - row["b"] for row in scores)
+    assert prior.offsets["b"] - prior.offsets["a"] == pytest.approx(median, abs=0.02)
+    # The saved offsets are exact (a resumed run chooses with the same ones); the shares are rounded.
+    restored = LabelPrior.from_dict(json.loads(json.dumps(prior.to_dict())))
+    assert restored.offsets == prior.offsets and restored.rows == prior.rows
+    with pytest.raises(ValueError, match="outside the label set"):
+        fit_label_prior(scores[:2], ["a", "z"])
+    with pytest.raises(ValueError, match="one gold label per"):
+        fit_label_prior(scores, gold[:3])
+
+
+def test_choosing_with_a_label_prior_adds_its_offsets(tiny) -> None:
+    generation = GenerationConfig(max_new_tokens=8)
+    messages = _messages()
+    raw = choose_label(tiny, messages, LABELS, generation, calibrate=False, explain=False)
+    # Offsets that make the raw runner-up the choice.
+    runner_up = sorted(LABELS, key=raw.scores.__getitem__)[-2]
+    offsets = dict.fromkeys(LABELS, -0.2)
+    offsets[runner_up] = max(raw.scores.values()) - raw.scores[runner_up] + 0.1
+    prior = LabelPrior(offsets, dict.fromkeys(LABELS, 1 / 7), {}, {}, rows=0)
+    chosen = choose_label(tiny, messages, LABELS, generation, calibrate=prior, explain=False)
+    assert chosen.label == runner_up
+    for lab in LABELS:
+        assert chosen.calibrated[lab] == pytest.approx(raw.scores[lab] + offsets[lab], abs=1e-4)
+    with pytest.raises(ValueError, match="fitted for"):
+        choose_label(tiny, messages, LABELS[:3], generation, calibrate=prior, explain=False)
 
 
 def test_content_free_prompt_keeps_instructions_and_drops_the_sample() -> None:

@@ -27,6 +27,7 @@ MODEL = ["--backend", "transformers", "--max-tokens", "12", "--quiet", "--no-few
 def test_eval_run_meld_closed_resumes_and_reports(tiny_lm: Path, tmp_path: Path, capsys) -> None:
     data = tmp_path / "meld"
     write_meld(data)
+    write_meld(data, "train_sent_emo.csv")  # the task's label prior is fitted on the train split
     out = tmp_path / "out"
     args = [
         "eval",
@@ -82,6 +83,57 @@ def test_eval_run_decoding_flag_overrides_the_task(tiny_lm: Path, tmp_path: Path
     # Every label was scored and the answer is the best calibrated one.
     assert all(set(r["label_scores"]) == labels for r in records)
     assert all(r["emotions"] == [max(r["label_scores"], key=r["label_scores"].get)] for r in records)
+
+
+def test_eval_run_fits_the_label_prior_on_the_train_split_and_reuses_it(
+    tiny_lm: Path, tmp_path: Path
+) -> None:
+    data = tmp_path / "meld"
+    write_meld(data)
+    write_meld(data, "train_sent_emo.csv")
+    out = tmp_path / "out"
+    args = ["eval", "run", "--task", "meld-closed", "--data-dir", str(data), "-o", str(out), "--no-plots"]
+    args += ["--model", str(tiny_lm), "--decoding", "likelihood", "--calibration", "label_prior", *MODEL]
+    assert main([*args, "--limit", "2"]) == 0
+    saved = json.loads((out / "label_prior.json").read_text(encoding="utf-8"))
+    assert saved["fitted_on"]["split"] == "train" and saved["rows"] == 4
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["run"]["label_prior"]["offsets"] == saved["offsets"]
+    assert (
+        json.loads((out / "run.json").read_text(encoding="utf-8"))["identity"]["calibration"] == "label_prior"
+    )
+    records = _lines(out / "predictions.jsonl")
+    # The answer is the best label after the offsets (label_scores are the scores with the offsets added).
+    assert all(r["emotions"] == [max(r["label_scores"], key=r["label_scores"].get)] for r in records)
+    # A resumed run reads the saved prior instead of fitting it again: a changed file is what it uses.
+    saved["offsets"] = {lab: (50.0 if lab == "disgust" else 0.0) for lab in saved["offsets"]}
+    (out / "label_prior.json").write_text(json.dumps(saved), encoding="utf-8")
+    assert main(args) == 0
+    assert [r["emotions"] for r in _lines(out / "predictions.jsonl")[2:]] == [["disgust"], ["disgust"]]
+
+
+def test_a_label_prior_without_labelled_rows_is_a_clear_error(tiny_lm: Path, tmp_path: Path, capsys) -> None:
+    data = tmp_path / "meld"
+    write_meld(data)  # a dev split only
+    args = ["eval", "run", "--task", "meld-closed", "--data-dir", str(data), "-o", str(tmp_path / "o")]
+    args += ["--model", str(tiny_lm), "--decoding", "likelihood", "--calibration", "label_prior", *MODEL]
+    assert main(args) == 2
+    assert "train" in capsys.readouterr().err
+    from affectllm.backends import get_backend
+    from affectllm.reasoner import EmotionReasoner
+    from affectllm.settings import PromptSettings
+
+    reasoner = EmotionReasoner(
+        get_backend("transformers", model=str(tiny_lm)),
+        PromptSettings(
+            task="closed", labels=("joy", "anger"), decoding="likelihood", calibration="label_prior"
+        ),
+    )
+    from affectllm.errors import InputError
+    from affectllm.schema import Clip
+
+    with pytest.raises(InputError, match="fit_label_prior"):
+        reasoner.predict(Clip("c", [], transcript="Hi."))
 
 
 def test_eval_run_test_split_needs_final(tiny_lm: Path, tmp_path: Path, capsys) -> None:

@@ -187,6 +187,11 @@ def test_decoding_settings_come_from_the_prompt_section_and_the_earlier_key_stil
         }
     )
     assert (ov.prompt.candidates, ov.prompt.max_emotions, ov.prompt.min_ratio) == (("happy", "sad"), 2, 0.5)
+    fitted = parse_task(
+        {**BASE, "prompt": {**BASE["prompt"], "calibration": "label_prior", "calibration_rows": 50}}
+    )
+    assert (fitted.prompt.calibration, fitted.prompt.calibration_rows) == ("label_prior", 50)
+    assert closed.prompt.calibration == "content_free"
     both = {**BASE["prompt"], "decoding": "generate", "closed_decoding": "likelihood"}
     with pytest.raises(InputError, match="closed_decoding is its earlier name"):
         parse_task({**BASE, "prompt": both})
@@ -195,6 +200,8 @@ def test_decoding_settings_come_from_the_prompt_section_and_the_earlier_key_stil
         ({"candidates": "happy"}, "prompt.candidates"),
         ({"max_emotions": 0}, "max_emotions"),
         ({"min_ratio": 2}, "min_ratio"),
+        ({"calibration": "platt"}, "calibration 'platt'"),
+        ({"calibration_rows": 0}, "calibration_rows"),
     ):
         with pytest.raises(InputError, match=match):
             parse_task({**BASE, "prompt": {**BASE["prompt"], **bad}})

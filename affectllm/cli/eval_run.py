@@ -17,6 +17,7 @@ from typing import Any
 from affectllm.cli._options import positive_int
 from affectllm.cli.chat import add_model_arguments
 from affectllm.errors import InputError
+from affectllm.settings import CALIBRATION
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -79,6 +80,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--calibration",
+        choices=CALIBRATION,
+        help="closed sets chosen by likelihood: how the label scores are calibrated (default: the task's; "
+        "label_prior is fitted on the dataset's train split)",
+    )
     # Backend/model options as in chat and predict; the prompt and decoding come from the task YAML, so only
     # explicit --max-tokens/--temperature override it.
     add_model_arguments(parser, prompt_options=False, decoding_defaults=False)
@@ -111,7 +118,9 @@ def build_reasoner(task: Any, args: argparse.Namespace) -> tuple[Any, dict[str, 
         base_url=args.base_url,
         api_key_env=args.api_key_env,
         task=task,
-        settings=task.prompt.replace(decoding=args.decoding) if args.decoding else None,
+        settings=task.prompt.replace(
+            **{k: v for k, v in (("decoding", args.decoding), ("calibration", args.calibration)) if v}
+        ),
         generation=generation,
         few_shot=args.few_shot,
     )
@@ -123,6 +132,7 @@ def build_reasoner(task: Any, args: argparse.Namespace) -> tuple[Any, dict[str, 
         or (str(getattr(loaded, "adapter", None)) if getattr(loaded, "adapter", None) else None),
         "few_shot": reasoner.settings.few_shot,
         "decoding": reasoner.decoding,
+        "calibration": reasoner.settings.calibration,
         "max_new_tokens": generation.max_new_tokens,
         "temperature": generation.temperature,
     }
