@@ -25,7 +25,7 @@ import functools
 import json
 import math
 import weakref
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,9 +66,9 @@ class ChoiceResult:
     """One likelihood choice.
 
     ``scores``: each label's summed token log-probability after the answer prefix; ``calibrated``: the same
-    minus the content-free prior (equal to ``scores`` without calibration); ``mean_logprobs``: the per-token
-    mean of ``scores`` (for inspection: labels of different token lengths); ``prior``: the content-free
-    scores, or ``None``. ``answer_text`` is the full contract answer with the generated rationale. Labels whose
+    minus ``prior`` (equal to ``scores`` without calibration); ``mean_logprobs``: the per-token mean of
+    ``scores`` (for inspection: labels of different token lengths); ``prior``: what was subtracted, the
+    content-free scores or a :class:`LabelPrior`'s negated offsets, or ``None``. ``answer_text`` is the full contract answer with the generated rationale. Labels whose
     scoring stopped early because they could not be chosen (``choose_emotions`` on llama.cpp) are absent.
     """
 
@@ -141,9 +141,7 @@ _MATCH_STEPS = 500
 
 
 def _shares(labels: Sequence[str], chosen: Iterable[str], rows: int) -> dict[str, float]:
-    counts = dict.fromkeys(labels, 0)
-    for label in chosen:
-        counts[label] += 1
+    counts = Counter(chosen)
     return {lab: counts[lab] / rows for lab in labels}
 
 
@@ -174,7 +172,7 @@ def fit_label_prior(scores: Sequence[dict[str, float]], gold: Sequence[str]) -> 
     if any(set(row) != set(labels) for row in scores):
         raise ValueError("every row needs a score for every label")
     n = len(scores)
-    counts = _shares(labels, gold, 1)
+    counts = Counter(gold)
     target = {lab: (counts[lab] + 1) / (n + len(labels)) for lab in labels}
     offsets = dict.fromkeys(labels, 0.0)
     t = _MATCH_TEMPERATURE

@@ -554,9 +554,11 @@ LABEL_PRIOR_FILE = "label_prior.json"
 CALIBRATION_SPLIT = "train"
 
 
-def calibration_rows(task: Task, data_dir: str | Path, n: int) -> list[dict[str, Any]]:
-    """``n`` labelled rows of the task's dataset's training split, drawn with a fixed seed (a split's first rows
-    often come from one dialogue), for fitting a label prior."""
+def calibration_rows(
+    task: Task, data_dir: str | Path, n: int, labels: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """``n`` rows of the task's dataset's training split whose label is one of ``labels`` (default: the task's),
+    drawn with a fixed seed (a split's first rows often come from one dialogue), for fitting a label prior."""
     import random
 
     from affectllm.datasets import get_dataset
@@ -568,9 +570,9 @@ def calibration_rows(task: Task, data_dir: str | Path, n: int) -> list[dict[str,
             f"calibration 'label_prior' is fitted on a {CALIBRATION_SPLIT} split, and dataset {spec.name} has "
             f"none ({', '.join(spec.splits)}); choose calibration content_free or none",
         )
-    labels = set(task.prompt.labels)
+    wanted = set(labels if labels is not None else task.prompt.labels)
     try:
-        rows = [r for r in task_rows(task, data_dir, CALIBRATION_SPLIT) if r.get("label") in labels]
+        rows = [r for r in task_rows(task, data_dir, CALIBRATION_SPLIT) if r.get("label") in wanted]
     except InputError as exc:
         raise InputError(
             exc.path, f"calibration 'label_prior' is fitted on the {CALIBRATION_SPLIT} split: {exc.problem}"
@@ -615,7 +617,8 @@ def prepare_label_prior(
         except (json.JSONDecodeError, AttributeError, KeyError, TypeError, ValueError) as exc:
             # Only this run wrote it; refitting costs minutes, not results.
             say(f"{task.name}: {path} is unreadable ({exc!r}); fitting the label prior again")
-    rows = calibration_rows(task, data_dir, settings.calibration_rows)
+    # The reasoner's label set, which the prior is fitted for (the task's, unless a caller replaced it).
+    rows = calibration_rows(task, data_dir, settings.calibration_rows, settings.labels)
     say(f"{task.name}: fitting the label prior on {len(rows)} rows of the {CALIBRATION_SPLIT} split")
     prior = reasoner.fit_label_prior([build_clip(r, task) for r in rows], [r["label"] for r in rows])
     path.write_text(
