@@ -9,7 +9,8 @@ content-free version of the prompt, whose evidence is "N/A", and that prior is s
 model's preference for a label whatever the input. A :class:`LabelPrior` instead adds per-label offsets fitted on
 labelled rows of a training split (``fit_label_prior``), so that the choices there follow the training labels'
 frequencies. The argmax label is then kept and generation continues greedily after the chosen candidate, so the
-answer still cites evidence ids and the normal parser reads it.
+answer still cites evidence ids and the normal parser reads it; given the prompt's evidence lines, each
+rationale item is written in the contract's structure and cites one of them (``write_rationales``).
 
 Open-vocabulary answers (``choose_emotions``) score a candidate vocabulary the same way and name every word
 whose probability is close to the best one's, so a model that writes one habitual emotion still answers with
@@ -24,16 +25,19 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from affectllm.backends.base import Backend, GenerationConfig, Message
-from affectllm.prompting import ANSWER_CLOSE, format_answer
+from affectllm.errors import InputError
+from affectllm.prompting import ANSWER_CLOSE, format_answer, rationale_item
 from affectllm.resources import data_path
-from affectllm.schema import LINGUISTIC, Clip, Cue
+from affectllm.schema import LINGUISTIC, Clip, Cue, Evidence
 
 # The contract's text around the one label, taken from the writer of the contract so the two cannot drift:
 # format_answer(["<label>"]) == ANSWER_PREFIX + "<label>" + '"], "rationale": []}</answer>'.
@@ -51,6 +55,28 @@ LABEL_CLOSE = _AFTER_LABEL[: _AFTER_LABEL.index(" ")]
 # the rationale it generates next sits in the contract whatever it would have written there. It ends before
 # `` [``, where Gemma's ``' [{"'`` token starts.
 ANSWER_HEAD_CLOSE = _AFTER_LABEL[: _AFTER_LABEL.index(" [")]
+# The contract's text around cited evidence ids, from the same writer: ``' [{"id": "'`` opens the first
+# rationale item up to its id, ``'}, {"id": "'`` closes an item and opens the next up to its id, and ``'",'``
+# closes an id (one Gemma token, as ``"],`` is). Each piece ends where tokenizers split, so the text written
+# for the model tokenizes as the model's own would.
+_ID = "@ID@"
+_CITED = format_answer([_MARK], [{"id": _ID, "cue": ""}, {"id": _ID, "cue": ""}], task="closed")
+_AFTER_HEAD = _CITED[_CITED.index(ANSWER_HEAD_CLOSE, _CITED.index(_MARK)) + len(ANSWER_HEAD_CLOSE) :]
+FIRST_ID_OPEN = _AFTER_HEAD[: _AFTER_HEAD.index(_ID)]
+_AFTER_FIRST_ID = _AFTER_HEAD[_AFTER_HEAD.index(_ID) + len(_ID) :]
+ID_CLOSE = _AFTER_FIRST_ID[: _AFTER_FIRST_ID.index(" ")]
+_BEFORE_NEXT_ID = _AFTER_FIRST_ID[: _AFTER_FIRST_ID.index(_ID)]
+NEXT_ITEM = _BEFORE_NEXT_ID[_BEFORE_NEXT_ID.rindex("}") :]
+ITEM_OPEN = NEXT_ITEM[NEXT_ITEM.index("{") :]  # '{"id": "'
+ITEM_CLOSE = "}"
+_CUE = "@CUE@"
+# How many escaped quotes a cue's text may hold before it is closed regardless.
+_CUE_QUOTES = 4
+# What closes the last item, the rationale list and the answer object.
+_OBJECT = _CITED[: _CITED.rindex(ANSWER_CLOSE)]
+ANSWER_BODY_CLOSE = _OBJECT[_OBJECT.rindex("}", 0, _OBJECT.rindex("]")) :]
+# Rationale items whose id is chosen among the prompt's; a model that wants more is closed after these.
+MAX_CITED_ITEMS = 4
 
 CONTENT_FREE_TEXT = "N/A"
 # Content-free priors kept per backend (weakly, so a closed backend's entries go with it). The key holds the
@@ -131,6 +157,22 @@ class LabelPrior:
             after={str(k): float(v) for k, v in data.get("after", {}).items()},
             rows=int(data["rows"]),
         )
+
+    @classmethod
+    def read(cls, path: str | Path) -> LabelPrior:
+        """A prior saved as JSON, such as the ``label_prior.json`` ``affectllm eval run`` writes."""
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(path, "label prior file not found (eval run writes OUT/label_prior.json)")
+        try:
+            prior = cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
+        except json.JSONDecodeError as exc:
+            raise InputError(path, f"not JSON: {exc.msg}", line=exc.lineno) from None
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise InputError(path, f"not a label prior (needs rows, offsets and target): {exc!r}") from None
+        if not prior.offsets:
+            raise InputError(path, "the label prior has no labels")
+        return prior
 
 
 # The matching's softmax temperature (nats) and step count. Hard argmax shares are a step function of the
@@ -315,13 +357,44 @@ def _write_answers(
     results: list[ChoiceResult],
     generation: GenerationConfig,
     explain: bool,
+    cite: Sequence[Sequence[Evidence]] | None = None,
 ) -> None:
     """Fill ``answer_text``: the chosen labels written into the contract, then (``explain``) the rationale the
-    model generates greedily after them, as it would after writing those labels itself."""
+    model generates greedily after them, as it would after writing those labels itself (``write_rationales``,
+    whose ``cite`` this is)."""
     if not explain:
         for result in results:
             result.answer_text = format_answer(result.labels, [], task="ov")
         return
+    # The list as json.dumps writes it (``", "`` between the labels), so the text is the contract's own.
+    heads = ['", "'.join(_json_body(lab) for lab in r.labels) + ANSWER_HEAD_CLOSE for r in results]
+    cite = [[] for _ in results] if cite is None else cite
+    texts = [p + h for p, h in zip(prompts, heads, strict=True)]
+    tails = write_rationales(backend, texts, cite, generation)
+    for result, head, tail in zip(results, heads, tails, strict=True):
+        result.answer_text = ANSWER_PREFIX + head + tail
+
+
+def write_rationales(
+    backend: Backend,
+    texts: Sequence[str],
+    cite: Sequence[Sequence[Evidence]],
+    generation: GenerationConfig,
+) -> list[str]:
+    """The rest of each answer after ``texts`` (raw prompt text and the answer up to ``"rationale":``).
+
+    Where ``cite`` (per text, the evidence lines its prompt shows) is empty, the model writes the rest greedily
+    up to ``</answer>`` (engines drop the stop string; the parser reads an answer cut there as a complete one).
+    Otherwise each rationale item is written in the contract's structure, and the model makes every choice in
+    it: which line the item cites (by likelihood, among the prompt's ids), the cue text (generated up to its
+    closing quote), and whether another item follows (by likelihood of the two ways the item can close, at most
+    ``MAX_CITED_ITEMS``). The item's modality and time are the cited line's, as in the training targets that
+    ``format_answer`` writes. Why: left free, the model cites ids it saw in training rather than in the
+    prompt (every EmoDB answer cited "L1", a transcript line speech prompts do not have), and on unfamiliar
+    evidence it can nest objects inside an item until the tokens run out.
+    """
+    if len(cite) != len(texts):
+        raise ValueError("cite needs one list of evidence lines per text")
     config = GenerationConfig(
         max_new_tokens=generation.max_new_tokens,
         temperature=0.0,
@@ -329,12 +402,93 @@ def _write_answers(
         stop=list(dict.fromkeys([*generation.stop, ANSWER_CLOSE])),
         repetition_penalty=generation.repetition_penalty,
     )
-    # The list as json.dumps writes it (``", "`` between the labels), so the text is the contract's own.
-    heads = ['", "'.join(_json_body(lab) for lab in r.labels) + ANSWER_HEAD_CLOSE for r in results]
-    tails = backend.complete([p + h for p, h in zip(prompts, heads, strict=True)], config)
-    for result, head, tail in zip(results, heads, tails, strict=True):
-        # Engines drop the stop string; the parser reads an answer cut there as a complete one.
-        result.answer_text = ANSWER_PREFIX + head + tail
+    tails = [""] * len(texts)
+    free = [i for i, lines in enumerate(cite) if not lines]
+    if free:
+        for i, tail in zip(free, backend.complete([texts[i] for i in free], config), strict=True):
+            tails[i] = tail
+    for i, lines in enumerate(cite):
+        if lines:
+            tails[i] = _cited_items(backend, texts[i], list(lines), config)
+    return tails
+
+
+def _likeliest(backend: Backend, text: str, options: Sequence[str]) -> int:
+    """The index of the option the model finds most likely after ``text`` (ties: the earlier one)."""
+    if len(options) == 1:
+        return 0
+    scored = score_continuations(backend, [text], options)[0]
+    return max(range(len(options)), key=lambda k: sum(scored[k]))
+
+
+def _cited_items(backend: Backend, text: str, lines: list[Evidence], config: GenerationConfig) -> str:
+    """The rationale list (from ``FIRST_ID_OPEN``) and the answer's close, one cited item at a time."""
+    cues = {e.id.upper(): e.cue for e in lines}
+    cue_config = replace(config, stop=[*config.stop, '"'])
+    out = FIRST_ID_OPEN
+    for item in range(MAX_CITED_ITEMS):
+        chosen = lines[_likeliest(backend, text + out, [e.id + ID_CLOSE for e in lines])].id
+        # The item as format_answer writes it, around a placeholder for the model's cue text.
+        rendered = json.dumps(rationale_item({"id": chosen, "cue": _CUE}, cues), ensure_ascii=False)
+        before_cue, after_cue = rendered.split(_CUE)
+        out += before_cue[len(ITEM_OPEN) :]
+        out += _cue_text(backend, text + out, cue_config)
+        # The item's remaining fields, up to the text where the two ways to go on part: '"},' (another item)
+        # or '"}]' (the last); splitting before the quote keeps the tokens the model writes there.
+        rest = after_cue[: -len(ITEM_CLOSE)]
+        quote = '"' if rest.endswith('"') else ""
+        out += rest[: len(rest) - len(quote)]
+        another = quote + NEXT_ITEM[: NEXT_ITEM.index(" ")]
+        last = quote + ANSWER_BODY_CLOSE[: ANSWER_BODY_CLOSE.index("]") + 1]
+        if item + 1 == MAX_CITED_ITEMS or _likeliest(backend, text + out, [last, another]) == 0:
+            return out + quote + ANSWER_BODY_CLOSE
+        out += quote + NEXT_ITEM
+    return out  # not reached: the last item returns
+
+
+def _cue_text(backend: Backend, text: str, config: GenerationConfig) -> str:
+    """The cue's text as the model writes it inside the JSON string, up to its closing quote (an escaped
+    quote ``\\"`` is part of the text: generation goes on after it)."""
+    written = ""
+    for turn in range(_CUE_QUOTES):
+        piece = backend.complete([text + written], config)[0]
+        if turn and piece == "\\":
+            break  # escaped quotes one after another: the 270M model's loop; the quote it opened closes it
+        written += piece
+        escaped = (len(written) - len(written.rstrip("\\"))) % 2 == 1
+        if not escaped:
+            break
+        written += '"'
+    try:
+        json.loads(f'"{written}"')
+    except json.JSONDecodeError:  # a raw newline or a bad escape: the same words as a valid JSON string
+        written = json.dumps(written.replace("\\", ""), ensure_ascii=False)[1:-1]
+    return written
+
+
+# A generated answer stopped at ANSWER_HEAD_CLOSE: its emotion list is written and still open.
+_OPEN_EMOTION_LIST = re.compile(re.escape(ANSWER_PREFIX[: -len('["')]) + r'\[(?:"[^"\\]*", )*"[^"\\]*\Z')
+
+
+def generate_cited(
+    backend: Backend,
+    batch: Sequence[Sequence[Message]],
+    cite: Sequence[Sequence[Evidence]],
+    generation: GenerationConfig,
+) -> list[str]:
+    """Generated answers whose rationale items cite lines of ``cite``: the model writes the answer up to its
+    emotion list, then ``write_rationales`` continues it (freely where ``cite`` has no lines). An answer that
+    does not reach the contract's rationale (no contract, a ``<think>`` cut short) stays as the model wrote
+    it."""
+    head_config = replace(generation, stop=[*generation.stop, ANSWER_HEAD_CLOSE])
+    texts = backend.generate(batch, head_config)
+    ready = [i for i, text in enumerate(texts) if _OPEN_EMOTION_LIST.search(text)]
+    if ready:
+        prompts = [backend.prompt_text(batch[i]) + texts[i] + ANSWER_HEAD_CLOSE for i in ready]
+        tails = write_rationales(backend, prompts, [cite[i] for i in ready], generation)
+        for i, tail in zip(ready, tails, strict=True):
+            texts[i] += ANSWER_HEAD_CLOSE + tail
+    return texts
 
 
 def _per_conversation(
@@ -356,9 +510,11 @@ def choose_labels(
     calibrate: bool | LabelPrior = True,
     content_free: Sequence[Sequence[Message]] | None = None,
     explain: bool = True,
+    cite: Sequence[Sequence[Evidence]] | None = None,
 ) -> list[ChoiceResult]:
     """``choose_label`` for many conversations: one scoring call and one generation call for the batch (or one
-    conversation at a time on a sequential backend)."""
+    conversation at a time on a sequential backend). ``cite``: per conversation, the evidence lines its
+    prompt shows; every rationale item then cites one of them (``write_rationales``)."""
     labels = list(dict.fromkeys(str(lab) for lab in labels))
     if not labels:
         raise ValueError("choosing a label needs the label set")
@@ -366,12 +522,13 @@ def choose_labels(
         out = []
         for i, messages in enumerate(batch):
             own = None if content_free is None else [content_free[i]]
-            out += choose_labels(backend, [messages], labels, generation, calibrate, own, explain)
+            ids = None if cite is None else [cite[i]]
+            out += choose_labels(backend, [messages], labels, generation, calibrate, own, explain, ids)
         return out
     if not batch:
         return []
     prompts, results = _score_batch(backend, batch, labels, calibrate, content_free)
-    _write_answers(backend, prompts, results, generation, explain)
+    _write_answers(backend, prompts, results, generation, explain, cite)
     return results
 
 
@@ -396,18 +553,20 @@ def choose_emotions(
     min_ratio: float = 0.3,
     calibrate: bool = False,
     explain: bool = True,
+    cite: Sequence[Sequence[Evidence]] | None = None,
 ) -> list[ChoiceResult]:
     """Open-vocabulary emotions by likelihood: every candidate word is scored as the answer (as for a closed
-    set), and the answer names the ones whose probability is close to the best one's (:func:`likely_set`).
+        set), and the answer names the ones whose probability is close to the best one's (:func:`likely_set`).
 
-    Why: the embedded 270M model, generating freely, names one emotion per clip and repeats its favourite
-    one ("angry" for half of OV-MERD), while the gold names three on average. Its probabilities over a
-    vocabulary still rank the plausible emotions, so several can be read from one scored pass. The
-    candidates (default :func:`default_candidates`) bound the vocabulary; give a larger list for more words.
-    ``calibrate`` is off by default because on OV-MERD dev the content-free prior removed useful signal
-    (docs/training.md, stage 5c). The rationale is generated after the chosen list (``explain``). Without
-    calibration, words that cannot reach ``min_ratio`` are not scored to the end where the backend can stop
-    early (llama.cpp), and are absent from ``scores``.
+        Why: the embedded 270M model, generating freely, names one emotion per clip and repeats its favourite
+        one ("angry" for half of OV-MERD), while the gold names three on average. Its probabilities over a
+        vocabulary still rank the plausible emotions, so several can be read from one scored pass. The
+        candidates (default :func:`default_candidates`) bound the vocabulary; give a larger list for more words.
+        ``calibrate`` is off by default because on OV-MERD dev the content-free prior removed useful signal
+        (docs/training.md, stage 5c). The rationale is generated after the chosen list (``explain``), its items
+    citing ids of ``cite`` as in ``choose_labels``. Without
+        calibration, words that cannot reach ``min_ratio`` are not scored to the end where the backend can stop
+        early (llama.cpp), and are absent from ``scores``.
     """
     words = list(dict.fromkeys(str(c) for c in (candidates or default_candidates())))
     if not words:
@@ -416,9 +575,10 @@ def choose_emotions(
         raise ValueError("max_emotions must be at least 1")
     if _per_conversation(backend, batch, None):
         out = []
-        for messages in batch:
+        for i, messages in enumerate(batch):
+            ids = None if cite is None else [cite[i]]
             out += choose_emotions(
-                backend, [messages], words, generation, max_emotions, min_ratio, calibrate, explain
+                backend, [messages], words, generation, max_emotions, min_ratio, calibrate, explain, ids
             )
         return out
     if not batch:
@@ -429,7 +589,7 @@ def choose_emotions(
     prompts, results = _score_batch(backend, batch, words, calibrate, None, prune_margin=margin)
     for result in results:
         result.labels = likely_set(result.calibrated, max_emotions, min_ratio)
-    _write_answers(backend, prompts, results, generation, explain)
+    _write_answers(backend, prompts, results, generation, explain, cite)
     return results
 
 
@@ -449,6 +609,7 @@ def choose_label(
     calibrate: bool | LabelPrior = True,
     content_free: Sequence[Message] | None = None,
     explain: bool = True,
+    cite: Sequence[Evidence] | None = None,
 ) -> ChoiceResult:
     """Pick the label of a closed set that the model finds most likely as its answer to ``messages``.
 
@@ -456,7 +617,9 @@ def choose_label(
     ``content_free_messages(messages)``); the prior is cached per backend and content-free prompt, so a run over
     a dataset pays for it once. A :class:`LabelPrior` adds its fitted offsets instead; ``False``: raw scores.
     ``explain`` continues the answer greedily after the chosen label to write the rationale (up to
-    ``generation.max_new_tokens``, stopping at ``</answer>``); without it the answer has an empty rationale. Raises ``ScoringUnsupported`` for a backend without log-probabilities.
+    ``generation.max_new_tokens``, stopping at ``</answer>``); without it the answer has an empty rationale.
+    ``cite`` (the evidence lines the prompt shows) makes each rationale item cite one of them. Raises
+    ``ScoringUnsupported`` for a backend without log-probabilities.
     """
     return choose_labels(
         backend,
@@ -466,6 +629,7 @@ def choose_label(
         calibrate=calibrate,
         content_free=None if content_free is None else [content_free],
         explain=explain,
+        cite=None if cite is None else [cite],
     )[0]
 
 

@@ -355,7 +355,9 @@ def select_examples(
 # ------------------------------------------------------------------------------------------ answer contract
 
 
-def _rationale_dict(item: RationaleItem | dict[str, Any], cues: dict[str, Cue]) -> dict[str, Any]:
+def rationale_item(item: RationaleItem | dict[str, Any], cues: dict[str, Cue]) -> dict[str, Any]:
+    """One rationale item as the contract writes it (id, cue, modality, time); an item citing an id of
+    ``cues`` (``{ID: Cue}``) gets that cue's modality and time where it gives none."""
     if isinstance(item, RationaleItem):
         cue_id, text, modality, time = item.cue_id, item.cue, item.modality, item.time
     else:
@@ -395,7 +397,7 @@ def format_answer(
     """
     task = normalize_task(task)
     cues = {e.id.upper(): e.cue for e in clip.evidence()} if clip is not None else {}
-    items = [_rationale_dict(r, cues) for r in rationale]
+    items = [rationale_item(r, cues) for r in rationale]
     if task == "chat":
         sentences = [think.strip()] if think else []
         for it in items:
@@ -636,6 +638,7 @@ __all__ = [
     "load_template",
     "message_text",
     "normalize_task",
+    "rationale_item",
     "select_examples",
     "shown_evidence",
 ]

@@ -45,7 +45,9 @@ class EmotionReasoner:
 
     ``settings`` (a frozen :class:`~affectllm.settings.PromptSettings`) decides the messages exactly as the
     training data builders do; ``snap_labels`` maps a closed-set answer onto the label set (tasks that score the
-    model's own word turn it off). Frames and audio go only to backbones that accept them.
+    model's own word turn it off). Frames and audio go only to backbones that accept them. ``cite_evidence``:
+    structured answers cite only evidence ids their prompt shows, each id chosen by likelihood
+    (``affectllm.choice.write_rationales``) wherever the backend can score; False leaves the rationale free.
     """
 
     def __init__(
@@ -56,8 +58,10 @@ class EmotionReasoner:
         snap_labels: bool = True,
         send_media: bool | None = None,
         num_frames: int = 4,
+        cite_evidence: bool = True,
     ) -> None:
         self.backend = backend
+        self.cite_evidence = cite_evidence
         self.settings = settings or PromptSettings()
         self.generation = generation or default_generation(self.settings.task)
         self.snap_labels = snap_labels
@@ -120,10 +124,15 @@ class EmotionReasoner:
         )
 
     def _answer(self, clips: Sequence[Clip], conversations: list[list[Message]]) -> list[Prediction]:
-        if self.decoding == "likelihood":
-            from affectllm import choice
+        from affectllm import choice
+        from affectllm.prompting import shown_evidence
 
-            settings = self.settings
+        settings = self.settings
+        # What each prompt shows is all its rationale may cite.
+        cite = [
+            shown_evidence(clip, settings) if self.cite_evidence else [] for clip in clips
+        ]
+        if self.decoding == "likelihood":
             if settings.task == "closed":
                 choices = choice.choose_labels(
                     self.backend,
@@ -131,6 +140,7 @@ class EmotionReasoner:
                     list(settings.labels),
                     self.generation,
                     calibrate=self._closed_calibration(),
+                    cite=cite,
                 )
             else:
                 choices = choice.choose_emotions(
@@ -140,6 +150,7 @@ class EmotionReasoner:
                     self.generation,
                     max_emotions=settings.max_emotions,
                     min_ratio=settings.min_ratio,
+                    cite=cite,
                 )
             out = []
             for clip, chosen in zip(clips, choices, strict=True):
@@ -147,7 +158,11 @@ class EmotionReasoner:
                 pred.label_scores = dict(chosen.calibrated or chosen.scores)
                 out.append(pred)
             return out
-        texts = self.backend.generate(conversations, self.generation)
+        text_only = all(isinstance(m.get("content"), str) for c in conversations for m in c)
+        if self.cite_evidence and settings.task != "chat" and text_only and self.backend.cites_by_likelihood:
+            texts = choice.generate_cited(self.backend, conversations, cite, self.generation)
+        else:
+            texts = self.backend.generate(conversations, self.generation)
         return [self.parse(text, clip) for clip, text in zip(clips, texts, strict=True)]
 
     def _closed_calibration(self) -> bool | LabelPrior:
@@ -194,6 +209,8 @@ class EmotionReasoner:
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if self.decoding == "likelihood" and self.settings.task == "closed":
+            self._closed_calibration()  # an unfitted label prior is one error, not one per batch
         clips = list(clips)
         questions = list(questions) if questions is not None else [None] * len(clips)
         if len(questions) != len(clips):

@@ -127,3 +127,40 @@ def test_the_shipped_adapter_is_the_quiet_default_and_answers_in_contract(capfd)
     assert prediction.emotions and prediction.rationale, text
     assert all(error.startswith("dropped repeated emotion") for error in prediction.errors), text
     assert "llama_" not in capfd.readouterr().err
+
+
+def test_the_default_cites_only_lines_its_prompt_shows() -> None:
+    """A speech prompt has acoustic lines only; left free, the shipped adapter cited "L1" (the transcript
+    line of its training prompts) in every EmoDB answer. Generated or chosen by likelihood, every rationale
+    item now cites a line the prompt shows."""
+    from affectllm import models
+    from affectllm.prompting import shown_evidence
+    from affectllm.reasoner import EmotionReasoner
+    from affectllm.settings import PromptSettings
+
+    if models.default_adapter("llamacpp") is None:
+        pytest.skip("no default adapter ships in this checkout")
+    clip = Clip(
+        "speech",
+        [
+            Cue("acoustic", "pitch", detail="very high and rising (+2.5 SD)", start=0.1, end=1.9),
+            Cue("acoustic", "loudness", detail="loud (+1.8 SD vs speaker)", start=0.1, end=1.9),
+            Cue("acoustic", "speaking rate", detail="very fast (+2.9 SD)", start=0.1, end=1.9),
+        ],
+        transcript="Heute abend koennte ich es ihm sagen.",
+    )
+    labels = ("anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral")
+    backend = get_backend("llamacpp", n_threads=1)
+    try:
+        for decoding in ("generate", "likelihood"):
+            settings = PromptSettings(
+                task="closed", labels=labels, modalities="acoustic", decoding=decoding, calibration="none"
+            )
+            config = GenerationConfig(max_new_tokens=120, stop=list(STOP_SEQUENCES))
+            shown = {e.id for e in shown_evidence(clip, settings)}
+            assert shown == {"A1", "A2", "A3"}
+            prediction = EmotionReasoner(backend, settings, config).predict(clip)
+            assert prediction.format_ok and prediction.emotions, (decoding, prediction.raw)
+            assert prediction.rationale and {r.cue_id for r in prediction.rationale} <= shown, prediction.raw
+    finally:
+        backend.close()

@@ -206,6 +206,125 @@ def test_the_answer_parses_with_the_chosen_label_and_batches_agree(tiny) -> None
     assert parse_answer(bare.answer_text, labels=LABELS).emotions == [bare.label]
 
 
+SPEECH = Clip(
+    "speech",
+    [
+        Cue("acoustic", "pitch", detail="very high", start=0.1, end=1.9),
+        Cue("acoustic", "speaking rate", detail="very fast", start=0.1, end=1.9),
+    ],
+)
+
+
+def test_a_cited_id_is_the_likeliest_of_the_prompts_ids(tiny) -> None:
+    """The rationale's first item is opened for the model up to its id, and the id written is the one of the
+    prompt's ids the model scores highest there (brute force over the same text)."""
+    from affectllm.choice import ANSWER_HEAD_CLOSE, FIRST_ID_OPEN, ID_CLOSE
+
+    generation = GenerationConfig(max_new_tokens=6, stop=["</answer>"])
+    lines = SPEECH.evidence() + CLIP.evidence()  # A1, A2, L1
+    result = choose_labels(tiny, [_messages()], LABELS, generation, cite=[lines])[0]
+    head = ANSWER_PREFIX + result.label + ANSWER_HEAD_CLOSE + FIRST_ID_OPEN
+    assert result.answer_text.startswith(head)
+    prompt = tiny.prompt_text(_messages()) + head
+    scores = {e.id: sum(_brute_force(tiny, prompt, e.id + ID_CLOSE)) for e in lines}
+    assert result.answer_text[len(head) :].startswith(max(scores, key=scores.get) + ID_CLOSE)
+    assert parse_answer(result.answer_text).format_ok  # noise for a cue, in the contract's structure
+    # Without ids the rationale stays the model's own.
+    free = choose_labels(tiny, [_messages()], LABELS, generation, cite=[[]])[0]
+    assert free.answer_text == choose_labels(tiny, [_messages()], LABELS, generation)[0].answer_text
+
+
+class _Scripted(Backend):
+    """Scores a continuation by a table (the whole text, else the text before its first quote) and completes
+    from a script: the item writer's control flow only (the scores themselves are checked on real models above
+    and in test_backend_llamacpp)."""
+
+    name = "scripted"
+
+    def __init__(self, preferred: dict[str, float], tails: list[str]) -> None:
+        self.preferred, self.tails, self.completed = preferred, list(tails), []
+        self.heads: list[str] = []
+
+    def generate(self, batch: Any, config: GenerationConfig) -> list[str]:
+        self.generated_with = list(config.stop)
+        return [self.heads.pop(0) for _ in batch]
+
+    def prompt_text(self, messages: Any) -> str:
+        return "PROMPT:"
+
+    def _score(self, continuation: str) -> float:
+        return self.preferred.get(continuation, self.preferred.get(continuation.split('"')[0], -5.0))
+
+    def continuation_logprobs(self, prompts: Any, continuations: Any) -> list[list[list[float]]]:
+        return [[[self._score(c)] for c in continuations] for _ in prompts]
+
+    def complete(self, prompts: Any, config: GenerationConfig) -> list[str]:
+        self.completed.append((list(prompts), list(config.stop)))
+        return [self.tails.pop(0) for _ in prompts]
+
+
+def test_rationale_items_cite_shown_lines_with_their_modality_and_time() -> None:
+    """Each item: the id the model scores highest among the shown lines, the cue text it writes up to the
+    closing quote, the cited line's modality and time, and another item while the model prefers one."""
+    from affectllm.choice import MAX_CITED_ITEMS
+
+    # "L1" is what the model would like to cite, but the prompt shows only acoustic lines. Each scripted
+    # completion is a cue's text up to its closing quote (the stop, which the engine drops). The model prefers
+    # another item after the first ('"},') and none after the second ('"}]').
+    backend = _Scripted(
+        {"L1": 0.0, "A2": -1.0, "A1": -2.0, "happy": 0.0}, ["a high pitch", "fast \\", "speech"]
+    )
+    closings = iter([{'"},': 0.0, '"}]': -1.0}, {'"},': -1.0, '"}]': 0.0}])
+    scores = backend.continuation_logprobs
+
+    def closing_or_scores(prompts: Any, options: Any) -> Any:
+        if '"}]' not in options:
+            return scores(prompts, options)
+        closing = next(closings)
+        return [[[closing[o]] for o in options]]
+
+    backend.continuation_logprobs = closing_or_scores
+    result = choose_labels(
+        backend, [_messages()], ["happy", "sad"], GenerationConfig(), cite=[SPEECH.evidence()]
+    )[0]
+    prediction = parse_answer(result.answer_text, clip=SPEECH)
+    assert prediction.format_ok and prediction.emotions == ["happy"], result.answer_text
+    items = [(r.cue_id, r.cue, r.modality, r.time) for r in prediction.rationale]
+    # An escaped quote is part of the cue: its text goes on after it.
+    assert items == [
+        ("A2", "a high pitch", "acoustic", "0.1-1.9s"),
+        ("A2", 'fast "speech', "acoustic", "0.1-1.9s"),
+    ]
+    assert all(stops[-1] == '"' for _, stops in backend.completed)
+
+    # A model that keeps preferring another item is closed after MAX_CITED_ITEMS, and the answer parses.
+    endless = _Scripted({"A1": 0.0, '"},': 0.0, '"}]': -1.0}, [f"loud {k}" for k in range(MAX_CITED_ITEMS)])
+    result = choose_labels(endless, [_messages()], ["happy"], GenerationConfig(), cite=[SPEECH.evidence()])[0]
+    prediction = parse_answer(result.answer_text)
+    assert prediction.format_ok and [r.cue_id for r in prediction.rationale] == ["A1"] * MAX_CITED_ITEMS
+    assert not endless.tails
+
+
+def test_a_generated_answer_is_continued_with_cited_items_once_its_emotions_are_written() -> None:
+    from affectllm.choice import ANSWER_HEAD_CLOSE, generate_cited
+
+    backend = _Scripted({"A1": 0.0, '"}]': 0.0}, [' [{"id": "L1", "cue": "hi"}]}', "a loud voice"])
+    backend.heads = [
+        '<answer>{"emotions": ["anger", "fear',  # stopped where the rationale starts
+        "I cannot tell.",  # off the contract: kept as written
+        '<answer>{"emotions": ["joy',  # a prompt without evidence lines: its rationale is the model's own
+    ]
+    texts = generate_cited(
+        backend, [_messages()] * 3, [SPEECH.evidence(), SPEECH.evidence(), []], GenerationConfig()
+    )
+    assert ANSWER_HEAD_CLOSE in backend.generated_with
+    prediction = parse_answer(texts[0])
+    assert prediction.format_ok and prediction.emotions == ["anger", "fear"]
+    assert [(r.cue_id, r.cue) for r in prediction.rationale] == [("A1", "a loud voice")]
+    assert texts[1] == "I cannot tell."
+    assert parse_answer(texts[2]).format_ok and [r.cue_id for r in parse_answer(texts[2]).rationale] == ["L1"]
+
+
 def test_a_backend_without_logprobs_says_so() -> None:
     class TextOnly(Backend):
         name = "textonly"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -166,3 +167,31 @@ def test_bad_counts_are_reported_under_the_flag_name(tmp_path, capsys):
             )
         assert exc.value.code == 2
         assert f"argument {flag}" in capsys.readouterr().err
+
+
+def test_predict_with_a_label_prior_chooses_with_its_offsets(tiny_lm_dir, tmp_path, capsys):
+    """`--label-prior` reuses the offsets `eval run` fitted: a closed choice by likelihood over the prior's
+    labels, each answer the best label after the offsets, each rationale item citing a line of its prompt."""
+    from affectllm.choice import LabelPrior
+
+    manifest = _write_manifest(tmp_path, n=2)
+    labels = ["joy", "anger", "sadness"]
+    prior = LabelPrior({lab: (40.0 if lab == "sadness" else 0.0) for lab in labels}, {}, {}, {}, rows=3)
+    prior_file = tmp_path / "label_prior.json"
+    prior_file.write_text(json.dumps({"fitted_on": {"split": "train"}, **prior.to_dict()}), encoding="utf-8")
+    out = tmp_path / "pred.jsonl"
+    argv = ["predict", "--data", str(manifest), "--out", str(out), "-q", "--extractors", "none"]
+    assert main([*argv, "--label-prior", str(prior_file), *tiny_model_args(tiny_lm_dir, 6)]) == 0
+    records = {r["id"]: r for r in _lines(out)}
+    for name in ("t0", "t1", "cues1"):
+        assert records[name]["emotions"] == ["sadness"], records[name]
+        assert set(records[name]["label_scores"]) == set(labels)
+    # The tiny model writes noise after the id, but the id is one the prompt shows.
+    assert re.search(r'"rationale": \[\{"id": "(A1|L1)",', records["cues1"]["raw"]), records["cues1"]["raw"]
+
+    # The prior's file and its fit with --labels are checked before any clip is read.
+    assert main([*argv, "--overwrite", "--label-prior", str(prior_file), "--labels", "joy,fear"]) == 2
+    assert "fitted for joy, anger, sadness" in capsys.readouterr().err
+    prior_file.write_text('{"offsets": ', encoding="utf-8")
+    assert main([*argv, "--overwrite", "--label-prior", str(prior_file)]) == 2
+    assert f"{prior_file}:1: not JSON" in capsys.readouterr().err

@@ -134,6 +134,9 @@ def test_a_label_prior_without_labelled_rows_is_a_clear_error(tiny_lm: Path, tmp
 
     with pytest.raises(InputError, match="fit_label_prior"):
         reasoner.predict(Clip("c", [], transcript="Hi."))
+    # A batch job stops at once instead of recording the same error for every clip.
+    with pytest.raises(InputError, match="fit_label_prior"):
+        reasoner.predict_batch([Clip("c", [], transcript="Hi.")] * 3, return_exceptions=True)
 
 
 def test_eval_run_test_split_needs_final(tiny_lm: Path, tmp_path: Path, capsys) -> None:

@@ -134,6 +134,9 @@ class Backend(abc.ABC):
     #: decodes one sequence at a time and keeps the last prompt's KV cache (llama.cpp): callers that score a
     #: prompt and then continue it do both before the next prompt
     sequential: bool = False
+    #: runs in this process, so scoring a few evidence ids and continuing raw text costs little: the reasoner
+    #: then has generated answers cite only ids their prompt shows (``affectllm.choice.generate_cited``)
+    cites_by_likelihood: bool = False
 
     @abc.abstractmethod
     def generate(self, batch: Sequence[Sequence[Message]], config: GenerationConfig) -> list[str]:

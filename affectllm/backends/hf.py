@@ -73,6 +73,7 @@ class TransformersBackend(Backend):
     """
 
     name = "transformers"
+    cites_by_likelihood = True
 
     def __init__(
         self,

@@ -77,6 +77,7 @@ class LlamaCppBackend(Backend):
 
     name = "llamacpp"
     sequential = True
+    cites_by_likelihood = True
 
     def __init__(
         self,

@@ -54,6 +54,12 @@ def add_model_arguments(
             "--task", default="ov", choices=("ov", "closed", "chat"), help="prompt template (default ov)"
         )
         group.add_argument("--labels", help="comma-separated label set for --task closed")
+        group.add_argument(
+            "--label-prior",
+            metavar="FILE",
+            help="closed set chosen by likelihood with the label prior `eval run` fitted (OUT/label_prior.json);"
+            " implies --task closed and, without --labels, the prior's labels",
+        )
     group.add_argument(
         "--few-shot", dest="few_shot", action="store_true", default=None, help="prepend examples"
     )
@@ -115,16 +121,44 @@ def chosen_backend(args: argparse.Namespace) -> str | None:
     return "openai" if args.base_url and args.backend is None else args.backend
 
 
+def label_prior(args: argparse.Namespace):
+    """The LabelPrior ``--label-prior`` names, or None."""
+    if not getattr(args, "label_prior", None):
+        return None
+    from affectllm.choice import LabelPrior
+
+    return LabelPrior.read(args.label_prior)
+
+
 def prompt_settings(args: argparse.Namespace):
     """The PromptSettings the chat/predict options describe."""
     from affectllm.settings import PromptSettings
 
+    labels = tuple(parse_labels(args.labels) or ())
+    prior = label_prior(args)
+    if prior is None:
+        return PromptSettings(
+            task=args.task,
+            labels=labels,
+            modalities=args.modalities,
+            max_cue_tokens=args.max_cue_tokens,
+            decoding=args.decoding or "auto",
+        )
+    # A prior only offsets the scores of a likelihood choice over its own labels.
+    if args.task == "chat" or args.decoding == "generate":
+        raise InputError(args.label_prior, "a label prior applies to closed sets chosen by likelihood")
+    if labels and set(labels) != set(prior.labels):
+        raise InputError(
+            args.label_prior,
+            f"the label prior was fitted for {', '.join(prior.labels)}, not for --labels {', '.join(labels)}",
+        )
     return PromptSettings(
-        task=args.task,
-        labels=tuple(parse_labels(args.labels) or ()),
+        task="closed",
+        labels=labels or prior.labels,
         modalities=args.modalities,
         max_cue_tokens=args.max_cue_tokens,
-        decoding=args.decoding or "auto",
+        decoding="likelihood",
+        calibration="label_prior",
     )
 
 
@@ -133,7 +167,7 @@ def reasoner_from_args(args: argparse.Namespace):
     from affectllm.reasoner import default_generation, load_reasoner
 
     settings = prompt_settings(args)
-    return load_reasoner(
+    reasoner = load_reasoner(
         backend=chosen_backend(args),
         model=args.model,
         adapter=args.adapter,
@@ -143,6 +177,8 @@ def reasoner_from_args(args: argparse.Namespace):
         generation=default_generation(settings.task, args.max_tokens, args.temperature),
         few_shot=args.few_shot,
     )
+    reasoner.label_prior = label_prior(args)
+    return reasoner
 
 
 def clip_settings(args: argparse.Namespace):

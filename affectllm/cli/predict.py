@@ -16,6 +16,7 @@ from affectllm.cli.chat import (
     add_model_arguments,
     add_textualize_arguments,
     clip_settings,
+    prompt_settings,
     reasoner_from_args,
 )
 
@@ -47,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from affectllm.batch_predict import predict
 
     settings = clip_settings(args)
+    prompt_settings(args)  # a bad --labels or --label-prior fails before the manifest is read
     # predict() checks its arguments, the manifest and --out first and loads the model (load) only when some
     # clip is pending, so a bad manifest fails in a second.
     loaded = []
