@@ -129,9 +129,7 @@ class EmotionReasoner:
 
         settings = self.settings
         # What each prompt shows is all its rationale may cite.
-        cite = [
-            shown_evidence(clip, settings) if self.cite_evidence else [] for clip in clips
-        ]
+        cite = [shown_evidence(clip, settings) if self.cite_evidence else [] for clip in clips]
         if self.decoding == "likelihood":
             if settings.task == "closed":
                 choices = choice.choose_labels(
