@@ -556,17 +556,17 @@ def choose_emotions(
     cite: Sequence[Sequence[Evidence]] | None = None,
 ) -> list[ChoiceResult]:
     """Open-vocabulary emotions by likelihood: every candidate word is scored as the answer (as for a closed
-        set), and the answer names the ones whose probability is close to the best one's (:func:`likely_set`).
+    set), and the answer names the ones whose probability is close to the best one's (:func:`likely_set`).
 
-        Why: the embedded 270M model, generating freely, names one emotion per clip and repeats its favourite
-        one ("angry" for half of OV-MERD), while the gold names three on average. Its probabilities over a
-        vocabulary still rank the plausible emotions, so several can be read from one scored pass. The
-        candidates (default :func:`default_candidates`) bound the vocabulary; give a larger list for more words.
-        ``calibrate`` is off by default because on OV-MERD dev the content-free prior removed useful signal
-        (docs/training.md, stage 5c). The rationale is generated after the chosen list (``explain``), its items
-    citing ids of ``cite`` as in ``choose_labels``. Without
-        calibration, words that cannot reach ``min_ratio`` are not scored to the end where the backend can stop
-        early (llama.cpp), and are absent from ``scores``.
+    Why: the embedded 270M model, generating freely, names one emotion per clip and repeats its favourite
+    one ("angry" for half of OV-MERD), while the gold names three on average. Its probabilities over a
+    vocabulary still rank the plausible emotions, so several can be read from one scored pass. The
+    candidates (default :func:`default_candidates`) bound the vocabulary; give a larger list for more words.
+    ``calibrate`` is off by default because on OV-MERD dev the content-free prior removed useful signal
+    (docs/training.md, stage 5c). The rationale is generated after the chosen list (``explain``), its items
+    citing lines of ``cite`` as in ``choose_labels``. Without calibration, words that cannot reach
+    ``min_ratio`` are not scored to the end where the backend can stop early (llama.cpp), and are absent from
+    ``scores``.
     """
     words = list(dict.fromkeys(str(c) for c in (candidates or default_candidates())))
     if not words:

@@ -70,15 +70,21 @@ def test_eval_run_meld_closed_resumes_and_reports(tiny_lm: Path, tmp_path: Path,
     assert "different task/split/model/settings" in capsys.readouterr().err
 
 
-def test_eval_run_decoding_flag_overrides_the_task(tiny_lm: Path, tmp_path: Path) -> None:
+def test_eval_run_decoding_flags_override_the_task(tiny_lm: Path, tmp_path: Path) -> None:
     data = tmp_path / "meld"
-    write_meld(data)
-    out = tmp_path / "out"
-    args = ["eval", "run", "--task", "meld-closed", "--data-dir", str(data), "-o", str(out), "--no-plots"]
-    assert main([*args, "--model", str(tiny_lm), "--limit", "2", "--decoding", "likelihood", *MODEL]) == 0
-    run = json.loads((out / "run.json").read_text(encoding="utf-8"))
-    assert run["identity"]["decoding"] == "likelihood"
-    records = _lines(out / "predictions.jsonl")
+    write_meld(data)  # no train split: the flags below leave the task's label prior unused
+    args = ["eval", "run", "--task", "meld-closed", "--data-dir", str(data), "--no-plots", "--limit", "2"]
+    args += ["--model", str(tiny_lm), *MODEL]
+    # The task chooses by likelihood; --decoding generate overrides it.
+    assert main([*args, "-o", str(tmp_path / "gen"), "--decoding", "generate"]) == 0
+    run = json.loads((tmp_path / "gen" / "run.json").read_text(encoding="utf-8"))
+    assert run["identity"]["decoding"] == "generate"
+    assert all(not r.get("label_scores") for r in _lines(tmp_path / "gen" / "predictions.jsonl"))
+    # --calibration replaces the task's label prior (which would need the train split).
+    assert main([*args, "-o", str(tmp_path / "cf"), "--calibration", "content_free"]) == 0
+    run = json.loads((tmp_path / "cf" / "run.json").read_text(encoding="utf-8"))
+    assert run["identity"]["decoding"] == "likelihood" and run["identity"]["calibration"] == "content_free"
+    records = _lines(tmp_path / "cf" / "predictions.jsonl")
     labels = {"neutral", "joy", "surprise", "anger", "sadness", "disgust", "fear"}
     # Every label was scored and the answer is the best calibrated one.
     assert all(set(r["label_scores"]) == labels for r in records)
@@ -141,6 +147,7 @@ def test_a_label_prior_without_labelled_rows_is_a_clear_error(tiny_lm: Path, tmp
 
 def test_eval_run_test_split_needs_final(tiny_lm: Path, tmp_path: Path, capsys) -> None:
     write_meld(tmp_path, "test_sent_emo.csv")
+    write_meld(tmp_path, "train_sent_emo.csv")  # the task's label prior is fitted on the train split
     args = [
         "eval",
         "run",

@@ -135,7 +135,8 @@ class Backend(abc.ABC):
     #: prompt and then continue it do both before the next prompt
     sequential: bool = False
     #: runs in this process, so scoring a few evidence ids and continuing raw text costs little: the reasoner
-    #: then has generated answers cite only ids their prompt shows (``affectllm.choice.generate_cited``)
+    #: then writes generated answers' rationales so they cite only lines their prompt shows
+    #: (``affectllm.choice.generate_cited``; likelihood-decoded answers do so on every scoring backend)
     cites_by_likelihood: bool = False
 
     @abc.abstractmethod
