@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     import math
 
     from affectllm.report import write_report
-    from affectllm.tasks import dataset_folder, load_task, run_task, task_rows
+    from affectllm.tasks import calibration_rows, dataset_folder, load_task, run_task, task_rows
 
     if args.list:
         return _list(args)
@@ -180,6 +180,9 @@ def run(args: argparse.Namespace) -> int:
         # Several tasks read several datasets: each from its folder under --data-dir (as ../shared/data is laid out).
         data_dir = dataset_folder(args.data_dir, task.dataset) if several else Path(args.data_dir)
         rows = task_rows(task, data_dir, split, final=args.final)
+        decoding = args.decoding or task.prompt.decoding
+        if decoding == "likelihood" and (args.calibration or task.prompt.calibration) == "label_prior":
+            calibration_rows(task, data_dir, 1)  # no labelled train rows: an error before the model loads
         limit = None
         if args.limit is not None:
             limit = math.ceil(args.limit * len(rows)) if args.limit < 1 else int(args.limit)
