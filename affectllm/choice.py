@@ -94,7 +94,8 @@ class ChoiceResult:
     ``scores``: each label's summed token log-probability after the answer prefix; ``calibrated``: the same
     minus ``prior`` (equal to ``scores`` without calibration); ``mean_logprobs``: the per-token mean of
     ``scores`` (for inspection: labels of different token lengths); ``prior``: what was subtracted, the
-    content-free scores or a :class:`LabelPrior`'s negated offsets, or ``None``. ``answer_text`` is the full contract answer with the generated rationale. Labels whose
+    content-free scores or a :class:`LabelPrior`'s negated offsets, or ``None``. ``answer_text`` is the full
+    contract answer with the generated rationale. Labels whose
     scoring stopped early because they could not be chosen (``choose_emotions`` on llama.cpp) are absent.
     """
 

@@ -128,9 +128,19 @@ class EmotionReasoner:
         from affectllm.prompting import shown_evidence
 
         settings = self.settings
+        likelihood = self.decoding == "likelihood"
+        text_only = all(isinstance(m.get("content"), str) for c in conversations for m in c)
+        # Generated answers are continued by the citing writer only on in-process backends (Backend docs).
+        writes_cited = likelihood or (
+            settings.task != "chat" and text_only and self.backend.cites_by_likelihood
+        )
         # What each prompt shows is all its rationale may cite.
-        cite = [shown_evidence(clip, settings) if self.cite_evidence else [] for clip in clips]
-        if self.decoding == "likelihood":
+        cite = (
+            [shown_evidence(clip, settings) for clip in clips]
+            if self.cite_evidence and writes_cited
+            else None
+        )
+        if likelihood:
             if settings.task == "closed":
                 choices = choice.choose_labels(
                     self.backend,
@@ -156,8 +166,7 @@ class EmotionReasoner:
                 pred.label_scores = dict(chosen.calibrated or chosen.scores)
                 out.append(pred)
             return out
-        text_only = all(isinstance(m.get("content"), str) for c in conversations for m in c)
-        if self.cite_evidence and settings.task != "chat" and text_only and self.backend.cites_by_likelihood:
+        if cite is not None:
             texts = choice.generate_cited(self.backend, conversations, cite, self.generation)
         else:
             texts = self.backend.generate(conversations, self.generation)
@@ -207,7 +216,7 @@ class EmotionReasoner:
         """
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        if self.decoding == "likelihood" and self.settings.task == "closed":
+        if self.settings.uses_label_prior:
             self._closed_calibration()  # an unfitted label prior is one error, not one per batch
         clips = list(clips)
         questions = list(questions) if questions is not None else [None] * len(clips)

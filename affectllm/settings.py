@@ -180,6 +180,12 @@ class PromptSettings:
         ):
             raise InputError(None, f"min_ratio must be a number between 0 and 1, not {self.min_ratio!r}")
 
+    @property
+    def uses_label_prior(self) -> bool:
+        """Whether answers need a fitted ``label_prior``: a closed set chosen by likelihood with that calibration
+        (under ``decoding: auto`` a closed set is generated)."""
+        return self.task == "closed" and self.decoding == "likelihood" and self.calibration == "label_prior"
+
     def replace(self, **changes: Any) -> PromptSettings:
         """These settings with ``changes`` applied; unknown names are refused (a typo must not pass silently)."""
         known = {f.name for f in fields(self)}

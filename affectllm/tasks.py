@@ -593,11 +593,7 @@ def prepare_label_prior(
     from affectllm.choice import LabelPrior
 
     settings = reasoner.settings
-    if (
-        reasoner.decoding != "likelihood"
-        or settings.task != "closed"
-        or settings.calibration != "label_prior"
-    ):
+    if not settings.uses_label_prior:
         return None
     if reasoner.label_prior is not None:
         return reasoner.label_prior

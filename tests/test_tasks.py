@@ -192,6 +192,11 @@ def test_decoding_settings_come_from_the_prompt_section_and_the_earlier_key_stil
     )
     assert (fitted.prompt.calibration, fitted.prompt.calibration_rows) == ("label_prior", 50)
     assert closed.prompt.calibration == "content_free"
+    # Only a closed set chosen by likelihood needs the fitted prior (eval run then checks the train split).
+    prior = fitted.prompt.replace(task="closed", labels=("joy", "anger"), decoding="likelihood")
+    assert prior.uses_label_prior
+    assert not prior.replace(decoding="generate").uses_label_prior
+    assert not prior.replace(task="ov", labels=()).uses_label_prior
     both = {**BASE["prompt"], "decoding": "generate", "closed_decoding": "likelihood"}
     with pytest.raises(InputError, match="closed_decoding is its earlier name"):
         parse_task({**BASE, "prompt": both})

@@ -135,30 +135,25 @@ def prompt_settings(args: argparse.Namespace):
     from affectllm.settings import PromptSettings
 
     labels = tuple(parse_labels(args.labels) or ())
+    task, decoding, calibration = args.task, args.decoding or "auto", "content_free"
     prior = label_prior(args)
-    if prior is None:
-        return PromptSettings(
-            task=args.task,
-            labels=labels,
-            modalities=args.modalities,
-            max_cue_tokens=args.max_cue_tokens,
-            decoding=args.decoding or "auto",
-        )
-    # A prior only offsets the scores of a likelihood choice over its own labels.
-    if args.task == "chat" or args.decoding == "generate":
-        raise InputError(args.label_prior, "a label prior applies to closed sets chosen by likelihood")
-    if labels and set(labels) != set(prior.labels):
-        raise InputError(
-            args.label_prior,
-            f"the label prior was fitted for {', '.join(prior.labels)}, not for --labels {', '.join(labels)}",
-        )
+    if prior is not None:
+        # A prior only offsets the scores of a likelihood choice over its own labels.
+        if args.task == "chat" or args.decoding == "generate":
+            raise InputError(args.label_prior, "a label prior applies to closed sets chosen by likelihood")
+        if labels and set(labels) != set(prior.labels):
+            raise InputError(
+                args.label_prior,
+                f"the label prior was fitted for {', '.join(prior.labels)}, not for --labels {', '.join(labels)}",
+            )
+        task, labels, decoding, calibration = "closed", labels or prior.labels, "likelihood", "label_prior"
     return PromptSettings(
-        task="closed",
-        labels=labels or prior.labels,
+        task=task,
+        labels=labels,
         modalities=args.modalities,
         max_cue_tokens=args.max_cue_tokens,
-        decoding="likelihood",
-        calibration="label_prior",
+        decoding=decoding,
+        calibration=calibration,
     )
 
 

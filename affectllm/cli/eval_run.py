@@ -104,6 +104,12 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def task_prompt(task: Any, args: argparse.Namespace) -> Any:
+    """The task's prompt settings with the run's --decoding and --calibration applied."""
+    overrides = {k: v for k, v in (("decoding", args.decoding), ("calibration", args.calibration)) if v}
+    return task.prompt.replace(**overrides)
+
+
 def build_reasoner(task: Any, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The task's reasoner (its prompt settings, decoding and parser policy) on the backend the options name."""
     from affectllm.cli.chat import chosen_backend
@@ -118,9 +124,7 @@ def build_reasoner(task: Any, args: argparse.Namespace) -> tuple[Any, dict[str, 
         base_url=args.base_url,
         api_key_env=args.api_key_env,
         task=task,
-        settings=task.prompt.replace(
-            **{k: v for k, v in (("decoding", args.decoding), ("calibration", args.calibration)) if v}
-        ),
+        settings=task_prompt(task, args),
         generation=generation,
         few_shot=args.few_shot,
     )
@@ -180,8 +184,7 @@ def run(args: argparse.Namespace) -> int:
         # Several tasks read several datasets: each from its folder under --data-dir (as ../shared/data is laid out).
         data_dir = dataset_folder(args.data_dir, task.dataset) if several else Path(args.data_dir)
         rows = task_rows(task, data_dir, split, final=args.final)
-        decoding = args.decoding or task.prompt.decoding
-        if decoding == "likelihood" and (args.calibration or task.prompt.calibration) == "label_prior":
+        if task_prompt(task, args).uses_label_prior:
             calibration_rows(task, data_dir, 1)  # no labelled train rows: an error before the model loads
         limit = None
         if args.limit is not None:
